@@ -1,0 +1,18 @@
+// The CLI's subcommands. Each lives in its own cmd_<name>.cpp and registers itself on the app; a command
+// returns the process exit code. Errors are thrown (vtprune::Error or std::exception) and main() turns
+// them into one line on stderr and exit code 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace vtprune::cli {
+
+using Action = std::function<int()>;
+
+// Each add_* creates its subcommand on `app` and stores what to run into `action` when it is chosen.
+void add_reduce(CLI::App& app, Action& action);
+void add_make_case(CLI::App& app, Action& action);
+void add_methods(CLI::App& app, Action& action);
+
+}  // namespace vtprune::cli

@@ -1,0 +1,29 @@
+// vtprune: training-free visual-token reduction for VLMs on ggml + libllama.
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "llama.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"vtprune: fewer visual tokens, same answer (training-free token reduction on llama.cpp)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", [] {
+    return std::string("vtprune 0.1.0, llama.cpp ") + llama_print_system_info();
+  });
+  vtprune::cli::Action action;
+  vtprune::cli::add_reduce(app, action);
+  vtprune::cli::add_make_case(app, action);
+  vtprune::cli::add_methods(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    return action ? action() : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vtprune: error: %s\n", e.what());
+    return 1;
+  }
+}
