@@ -112,8 +112,12 @@ Reduction Reducer::reduce(const EncoderOutput& input, const Budget& budget) cons
   }
   const Needs need = needs(input.info);
   const int64_t n = input.num_patches();
-  if (need.features && input.features.empty()) throw Error(name + ": needs the patch features, none given");
-  reduce::check_finite(input.features.data, name, "features");
+  // Finiteness is checked on what a method decides with (scores, and features when it reads them);
+  // gathered-only features pass through untouched (a full scan would cost more than most methods).
+  if (need.features) {
+    if (input.features.empty()) throw Error(name + ": needs the patch features, none given");
+    reduce::check_finite(input.features.data, name, "features");
+  }
   if (need.cls_features) {
     if (input.cls_features.empty()) throw Error(name + ": needs the CLS token's features, none given");
     reduce::check_finite(input.cls_features, name, "CLS features");

@@ -14,7 +14,7 @@ struct SyntheticEncoder {
   EncoderOutput out;
   std::vector<std::vector<float>> store;
 
-  SyntheticEncoder(Grid grid, int dim, uint64_t seed, bool has_cls = true) {
+  SyntheticEncoder(Grid grid, int dim, uint64_t seed, bool has_cls = true, int projected_dim = 0) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> g;
     const int heads = 2;
@@ -27,7 +27,8 @@ struct SyntheticEncoder {
     };
     out.features = {vec(n * dim, 1.0f), n, dim};
     if (has_cls) out.cls_features = vec(dim, 1.0f);
-    out.projected = {vec(n * 2 * dim, 1.0f), n, 2 * dim};
+    const int pdim = projected_dim > 0 ? projected_dim : 2 * dim;
+    out.projected = {vec(n * pdim, 1.0f), n, pdim};
     for (int layer : {8, 22, 23}) {
       // attention maps from random logits, reduced to the statistics
       std::vector<float> maps(static_cast<size_t>(heads * t * t));
@@ -44,7 +45,7 @@ struct SyntheticEncoder {
       tap.received = store.emplace_back(std::move(received));
       if (has_cls) tap.cls_attention = store.emplace_back(std::move(cls));
       tap.keys = {vec(t * dim, 1.0f), t, dim};
-      if (has_cls) tap.cls_query = vec(dim, 2.0f);
+      if (has_cls) tap.cls_query = vec(dim, 1.0f);  // proxy logits ~ N(0, 1): a realistic outlier share
       out.taps.push_back(tap);
     }
   }
