@@ -10,7 +10,4 @@ if [[ ! -f $BUILD_DIR/build.ninja ]]; then
 else
   cmake --build "$BUILD_DIR" -j "${VTPRUNE_JOBS:-2}"
 fi
-if [[ -n ${VTPRUNE_SHARED_DIR:-} ]]; then
-  cmake -S . -B "$BUILD_DIR" -DVTPRUNE_SHARED_DIR="$VTPRUNE_SHARED_DIR" >/dev/null
-fi
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${VTPRUNE_JOBS:-2}" --timeout 900

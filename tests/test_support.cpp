@@ -10,20 +10,23 @@ namespace vtprune::test {
 
 namespace fs = std::filesystem;
 
+namespace {
+// The environment variable if set, else the value compiled in by tests/CMakeLists.txt.
+std::string setting(const char* name, const char* compiled_in) {
+  if (const char* env = std::getenv(name); env && *env) return env;
+  return compiled_in;
+}
+}  // namespace
+
 fs::path shared_dir() {
-  if (const char* env = std::getenv("VTPRUNE_SHARED_DIR"); env && *env && fs::exists(env)) return fs::path(env);
-  return {};
+  const fs::path p = setting("VTPRUNE_SHARED_DIR", VTPRUNE_DEFAULT_SHARED_DIR);
+  std::error_code ec;
+  return fs::is_directory(p, ec) ? fs::weakly_canonical(p) : fs::path{};
 }
 
-fs::path vtprune_binary() {
-  if (const char* env = std::getenv("VTPRUNE_BIN"); env && *env) return fs::path(env);
-  return fs::path("vtprune");
-}
+fs::path vtprune_binary() { return setting("VTPRUNE_BIN", VTPRUNE_DEFAULT_BIN); }
 
-fs::path source_dir() {
-  if (const char* env = std::getenv("VTPRUNE_SOURCE_DIR"); env && *env) return fs::path(env);
-  return fs::current_path();
-}
+fs::path source_dir() { return setting("VTPRUNE_SOURCE_DIR", VTPRUNE_DEFAULT_SOURCE_DIR); }
 
 namespace {
 struct TempRoot {

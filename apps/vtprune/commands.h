@@ -14,5 +14,9 @@ using Action = std::function<int()>;
 void add_reduce(CLI::App& app, Action& action);
 void add_make_case(CLI::App& app, Action& action);
 void add_methods(CLI::App& app, Action& action);
+void add_run(CLI::App& app, Action& action);
+void add_make_test_model(CLI::App& app, Action& action);
+void add_classify(CLI::App& app, Action& action);
+void add_serve(CLI::App& app, Action& action);
 
 }  // namespace vtprune::cli

@@ -15,6 +15,10 @@ int main(int argc, char** argv) {
   vtprune::cli::add_reduce(app, action);
   vtprune::cli::add_make_case(app, action);
   vtprune::cli::add_methods(app, action);
+  vtprune::cli::add_run(app, action);
+  vtprune::cli::add_make_test_model(app, action);
+  vtprune::cli::add_classify(app, action);
+  vtprune::cli::add_serve(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,208 @@
+// vtprune vision: image decoding and preprocessing, ViT model files (timm safetensors, llama.cpp mmproj
+// GGUF), a ggml ViT encoder with attention taps, and the LLaVA projector.
+//
+// The encoder produces exactly what the reduction core consumes (vtprune::EncoderOutput): features of the
+// feature layer, and for each tapped layer only the statistics a method asked for (Needs). Layers without a
+// tap run ggml's flash-attention path; a tapped layer materialises its softmax once and reduces it in the
+// graph to the statistics.
+//
+// Sequence layout follows Hugging Face / timm: CLS first, then the patches row-major. Layer indices are
+// 0-based block indices of the ORIGINAL model (LLaVA-1.5: 24 layers, feature layer 22, even though
+// llama.cpp's legacy mmproj files store only 23 blocks).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vtprune/reduce.h"
+
+namespace vtprune::vision {
+
+// ---------------------------------------------------------------------------------------------------
+// Images
+
+// Guards against hostile inputs: both are checked before any pixel is decoded.
+struct ImageLimits {
+  int64_t max_file_bytes = int64_t{256} << 20;  // 256 MiB
+  int64_t max_pixels = 100'000'000;             // width * height (decompression bombs)
+};
+
+// 8-bit RGB, interleaved, row-major (what a decoder produces and Pillow resizes).
+struct RgbImage {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> pixels;  // [height x width x 3]
+
+  uint8_t at(int x, int y, int c) const { return pixels[(static_cast<size_t>(y) * width + x) * 3 + c]; }
+};
+
+// Decodes JPEG / PNG / BMP (stb_image) to RGB; grey is replicated and alpha dropped, as PIL's
+// convert("RGB") does. Throws Error naming `name` for broken, truncated or oversized images.
+RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& name, const ImageLimits& limits = {});
+RgbImage load_image(const std::filesystem::path& file, const ImageLimits& limits = {});
+// Writes 8-bit RGB as PNG; throws Error naming the file.
+void save_png(const std::filesystem::path& file, const RgbImage& image);
+
+// Pillow's Image.resize(size, Image.BICUBIC) bit for bit: separable cubic convolution (a = -0.5) whose
+// support is scaled by the reduction factor when downscaling (antialiasing), 8-bit fixed-point
+// coefficients, horizontal pass first, each pass rounded and clamped to 8 bits.
+RgbImage resize_bicubic(const RgbImage& image, int width, int height);
+// torchvision CenterCrop: offsets round((size - crop) / 2) (half to even). Crop must fit.
+RgbImage center_crop(const RgbImage& image, int width, int height);
+// LLaVA's expand2square: the image pasted on a square canvas of `background`, centred ((side - w) // 2).
+RgbImage expand_to_square(const RgbImage& image, std::array<uint8_t, 3> background);
+
+// A network input: planar float CHW, normalised.
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<float> data;  // [3 x height x width]
+};
+
+// A model's preprocessing recipe.
+struct Preprocess {
+  enum class Kind {
+    TimmCenterCrop,  // resize shorter side to `resize_shorter` (bicubic), centre-crop image_size
+    LlavaPadSquare,  // expand2square with the mean colour, resize to image_size (bicubic)
+    Stretch,         // resize to image_size x image_size (bicubic), no crop or pad
+  };
+  Kind kind = Kind::TimmCenterCrop;
+  int image_size = 224;
+  int resize_shorter = 256;
+  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
+  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+};
+
+// The recipe's geometric steps, stopping before normalisation (for visualisation).
+RgbImage prepare_pixels(const RgbImage& image, const Preprocess& recipe);
+// x / 255, minus mean, divided by std, per channel; CHW planar.
+Image normalize(const RgbImage& image, const Preprocess& recipe);
+inline Image preprocess(const RgbImage& image, const Preprocess& recipe) {
+  return normalize(prepare_pixels(image, recipe), recipe);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Encoder results
+
+// Owns every buffer an EncoderOutput points to.
+struct EncoderResult {
+  struct Tap {
+    int layer = -1;
+    std::vector<float> received, cls_attention, attention, keys, cls_query;
+  };
+  EncoderInfo info;
+  int dim = 0;                       // feature width D
+  std::vector<float> features;       // [N x D] patches of the feature layer (timm: after the final norm,
+                                     // as forward_features; CLIP: the raw block output, as LLaVA)
+  std::vector<float> cls_features;   // [D] when asked for
+  std::vector<float> projected;      // [N x D_llm] when asked for (models with a projector)
+  int projected_dim = 0;
+  std::vector<float> logits;         // classifier logits (timm models, when asked for)
+  std::vector<Tap> taps;
+  double encode_ms = 0.0;            // graph compute time (ViT + projector)
+
+  // Non-owning view for the reduction core; valid while this result lives and is not modified.
+  EncoderOutput view() const;
+};
+
+struct EncodeOptions {
+  int threads = 1;
+  bool logits = false;  // timm: run every layer, the final norm and the head on CLS
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Models
+
+enum class Architecture {
+  Timm,  // timm ViT/DeiT: no pre-norm, exact GELU, final norm + head on CLS
+  Clip,  // CLIP vision tower: pre-LN, quick-GELU, no post-LN on the features (LLaVA)
+};
+
+struct MmprojOptions {
+  // Reproduce llama.cpp's own clip graph (tools/mtmd/models/llava.cpp): CLS concatenated LAST with
+  // positions 0..T-1 (llama.cpp #25814), n_layer - 1 blocks run (#25817), features = sequence rows
+  // 1..N (patches 1..N-1 then CLS), ggml_conv_2d's F16 im2col, flash attention on F16 K/V, table-based
+  // quick-GELU and tanh GELU in the projector. Only for proving we read the same weights the same way as
+  // libmtmd (its default settings): the embeddings come out bit-identical.
+  bool mtmd_compat = false;
+  // Depth of the original model. 0 = LLaVA convention: the legacy converter drops the last layer, so the
+  // original depth is block_count + 1 and the feature layer (-2) is the last stored block.
+  int original_depth = 0;
+};
+
+struct ClipOptions {
+  // The LLaVA projector (mm_projector.0/2 or multi_modal_projector.linear_1/2) when it is not in the
+  // tower's file. Empty: looked for in the tower's file; absent there = no projector.
+  std::filesystem::path projector;
+  // Feature layer, Python-style over the stored layers (LLaVA-1.5: -2 = the penultimate layer).
+  int feature_layer = -2;
+};
+
+// Shape of a random LLaVA-1.5-style mmproj (see write_test_mmproj).
+struct MmprojShape {
+  int n_layer = 23;      // stored blocks (block_count)
+  int n_embd = 1024;
+  int n_ff = 4096;
+  int n_head = 16;
+  int image_size = 336;
+  int patch_size = 14;
+  int proj_out = 4096;   // the LLM's embedding width
+};
+enum class WeightType { F32, F16 };
+
+// Writes a random-weight mmproj GGUF with exactly the tensor names, shapes, types and metadata of
+// llama.cpp's legacy LLaVA-1.5 conversion (legacy fc1/fc2 naming included). Deterministic in `seed`.
+void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& shape, uint64_t seed,
+                       WeightType weight_type = WeightType::F16);
+
+struct VisionModelImpl;  // weights, backend and allocator (src/vision/model_impl.h)
+
+// One model = weights + a CPU backend + a reusable graph allocator. Not thread-safe: one encode() at a
+// time per VisionModel (load one per worker thread to encode in parallel).
+class VisionModel {
+ public:
+  // timm ViT/DeiT classifier: `path` is model.safetensors or a folder holding it (and config.json, whose
+  // pretrained_cfg / model_args give the preprocessing and eps; defaults are timm's DeiT ones).
+  static VisionModel from_safetensors_timm(const std::filesystem::path& path);
+  // Hugging Face CLIP vision tower (`vision_model.*`, any prefix such as `vision_tower.`; all layers kept,
+  // so the last layer can be tapped): `path` is a .safetensors file or a folder with model.safetensors,
+  // config.json (heads, eps, hidden_act) and preprocessor_config.json (mean/std).
+  static VisionModel from_safetensors_clip(const std::filesystem::path& path, const ClipOptions& options = {});
+  // llama.cpp mmproj GGUF (LLaVA-1.5: clip + mlp projector).
+  static VisionModel from_mmproj(const std::filesystem::path& path, const MmprojOptions& options = {});
+
+  VisionModel(VisionModel&&) noexcept;
+  VisionModel& operator=(VisionModel&&) noexcept;
+  ~VisionModel();
+
+  Architecture architecture() const;
+  EncoderInfo info() const;
+  const Preprocess& preprocess_recipe() const;
+  int stored_layers() const;   // blocks present in the file
+  int dim() const;             // ViT width D
+  int num_classes() const;     // 0 without a classifier head
+  int projector_dim() const;   // 0 without a projector
+  const std::filesystem::path& path() const;
+
+  // Encodes one preprocessed image (its size must be the model's image size). Computes the features of
+  // the feature layer and only the taps `needs` asks for; layers past the feature layer run only when a
+  // tap (or options.logits) needs them. Throws Error for a layer the file does not store.
+  EncoderResult encode(const Image& image, const Needs& needs, const EncodeOptions& options = {});
+
+  // The projector (LLaVA `mlp`: mm.0 -> GELU -> mm.2) on any number of tokens: [rows x D] -> [rows x D_llm].
+  std::vector<float> project(const MatrixView& tokens, int threads = 1);
+
+ private:
+  explicit VisionModel(std::unique_ptr<VisionModelImpl> impl);
+  std::unique_ptr<VisionModelImpl> impl_;
+};
+
+// Top-k class indices by logit, descending, lower index first on ties.
+std::vector<int> top_k_classes(std::span<const float> logits, int k);
+
+}  // namespace vtprune::vision

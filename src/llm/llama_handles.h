@@ -1,0 +1,72 @@
+// RAII for every libllama / ggml / gguf handle the llm module touches, the process-wide backend guard and
+// the log sink. Internal to src/llm.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "ggml.h"
+#include "gguf.h"
+#include "llama.h"
+
+namespace vtprune::llm::detail {
+
+struct ModelDeleter {
+  void operator()(llama_model* p) const noexcept { llama_model_free(p); }
+};
+struct ContextDeleter {
+  void operator()(llama_context* p) const noexcept { llama_free(p); }
+};
+struct SamplerDeleter {
+  void operator()(llama_sampler* p) const noexcept { llama_sampler_free(p); }
+};
+struct GgmlContextDeleter {
+  void operator()(ggml_context* p) const noexcept { ggml_free(p); }
+};
+struct GgufContextDeleter {
+  void operator()(gguf_context* p) const noexcept { gguf_free(p); }
+};
+using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;
+using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
+using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
+using GgmlContextPtr = std::unique_ptr<ggml_context, GgmlContextDeleter>;
+using GgufContextPtr = std::unique_ptr<gguf_context, GgufContextDeleter>;
+
+// llama_batch is a struct of owning raw pointers; this owns one from llama_batch_init.
+class Batch {
+ public:
+  Batch(int32_t capacity, int32_t n_embd) : batch_(llama_batch_init(capacity, n_embd, 1)) {}
+  ~Batch() { llama_batch_free(batch_); }
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  llama_batch& get() { return batch_; }
+
+ private:
+  llama_batch batch_;
+};
+
+// llama_backend_init once while any holder lives, llama_backend_free when the last one goes.
+std::shared_ptr<void> acquire_backend();
+
+// Receives libllama's and ggml's log lines (llama_log_set covers both). Quiet by default: the recent
+// warnings / errors are kept so that a failure can quote them; verbose also echoes everything to stderr.
+class LogSink {
+ public:
+  explicit LogSink(bool verbose) : verbose_(verbose) {}
+  // Makes this sink the process's log callback.
+  void install();
+  // If this sink is still the process's callback, replaces it with a silent one (never leave a dangling
+  // user-data pointer in libllama's global logger).
+  void uninstall() noexcept;
+  // Recent warning / error text (at most a few KB), trimmed.
+  std::string recent_errors() const;
+  void clear() { errors_.clear(); }
+
+ private:
+  static void callback(ggml_log_level level, const char* text, void* user_data);
+  bool verbose_;
+  ggml_log_level last_level_ = GGML_LOG_LEVEL_INFO;
+  std::string errors_;
+};
+
+}  // namespace vtprune::llm::detail

@@ -1,0 +1,280 @@
+// Image decoding (stb_image) and the preprocessing recipes of timm and LLaVA-1.5, with Pillow's bicubic
+// resampling reproduced exactly (the reference numbers of every model were produced through Pillow).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "vtprune/vision.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wall"
+#pragma GCC diagnostic ignored "-Wextra"
+#pragma GCC diagnostic ignored "-Wpedantic"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_NO_STDIO
+#include <stb/stb_image.h>
+#pragma GCC diagnostic pop
+
+namespace vtprune::vision {
+namespace {
+
+std::string dims(int w, int h) { return std::to_string(w) + "x" + std::to_string(h); }
+
+// stbi frees with free(); the decoded buffer is copied into a vector at once, this only guards the copy.
+struct StbiFree {
+  void operator()(stbi_uc* p) const { stbi_image_free(p); }
+};
+
+// A JPEG that ends before its end-of-image marker decodes "successfully" in stb with grey blocks; such a
+// file is a transfer error, not an image. The marker must sit near the end (a little trailing padding
+// is common, an EXIF thumbnail's own marker sits near the start).
+bool jpeg_truncated(std::span<const uint8_t> bytes) {
+  if (bytes.size() < 4) return true;
+  const size_t tail = std::min<size_t>(bytes.size(), 4096);
+  for (size_t i = bytes.size() - 1; i + tail >= bytes.size() && i >= 1; --i) {
+    if (bytes[i - 1] == 0xFF && bytes[i] == 0xD9) return false;
+  }
+  return true;
+}
+
+// ---- Pillow's resampling (libImaging/Resample.c), 8 bits per channel.
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+double bicubic_filter(double x) {
+  constexpr double a = -0.5;
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+struct Coefficients {
+  int ksize = 0;
+  std::vector<int> bounds;  // [out x 2]: first input index, count
+  std::vector<int> kernel;  // [out x ksize] fixed point
+};
+
+Coefficients precompute_coefficients(int in_size, int out_size) {
+  constexpr double kSupport = 2.0;
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = kSupport * filterscale;
+  Coefficients c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.bounds.resize(static_cast<size_t>(out_size) * 2);
+  c.kernel.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  std::vector<double> k(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      k[x] = bicubic_filter((x + xmin - center + 0.5) * ss);
+      ww += k[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      if (ww != 0.0) k[x] /= ww;
+      const double fixed = k[x] * (1 << kPrecisionBits);
+      c.kernel[static_cast<size_t>(xx) * c.ksize + x] = static_cast<int>(k[x] < 0 ? fixed - 0.5 : fixed + 0.5);
+    }
+    c.bounds[xx * 2] = xmin;
+    c.bounds[xx * 2 + 1] = xmax;
+  }
+  return c;
+}
+
+uint8_t clip8(int64_t v) {
+  if (v >= (int64_t{1} << kPrecisionBits << 8)) return 255;
+  if (v <= 0) return 0;
+  return static_cast<uint8_t>(v >> kPrecisionBits);
+}
+
+RgbImage resample_horizontal(const RgbImage& in, int out_width) {
+  const Coefficients c = precompute_coefficients(in.width, out_width);
+  RgbImage out{out_width, in.height, std::vector<uint8_t>(static_cast<size_t>(out_width) * in.height * 3)};
+  for (int y = 0; y < in.height; ++y) {
+    const uint8_t* row = &in.pixels[static_cast<size_t>(y) * in.width * 3];
+    uint8_t* dst = &out.pixels[static_cast<size_t>(y) * out_width * 3];
+    for (int xx = 0; xx < out_width; ++xx) {
+      const int xmin = c.bounds[xx * 2], xmax = c.bounds[xx * 2 + 1];
+      const int* k = &c.kernel[static_cast<size_t>(xx) * c.ksize];
+      for (int ch = 0; ch < 3; ++ch) {
+        int64_t ss = int64_t{1} << (kPrecisionBits - 1);
+        for (int x = 0; x < xmax; ++x) ss += int64_t{row[(x + xmin) * 3 + ch]} * k[x];
+        dst[xx * 3 + ch] = clip8(ss);
+      }
+    }
+  }
+  return out;
+}
+
+RgbImage resample_vertical(const RgbImage& in, int out_height) {
+  const Coefficients c = precompute_coefficients(in.height, out_height);
+  const size_t stride = static_cast<size_t>(in.width) * 3;
+  RgbImage out{in.width, out_height, std::vector<uint8_t>(stride * out_height)};
+  for (int yy = 0; yy < out_height; ++yy) {
+    const int ymin = c.bounds[yy * 2], ymax = c.bounds[yy * 2 + 1];
+    const int* k = &c.kernel[static_cast<size_t>(yy) * c.ksize];
+    uint8_t* dst = &out.pixels[yy * stride];
+    for (size_t i = 0; i < stride; ++i) {
+      int64_t ss = int64_t{1} << (kPrecisionBits - 1);
+      for (int y = 0; y < ymax; ++y) ss += int64_t{in.pixels[(y + ymin) * stride + i]} * k[y];
+      dst[i] = clip8(ss);
+    }
+  }
+  return out;
+}
+
+void check_image(const RgbImage& image, const char* what) {
+  if (image.width <= 0 || image.height <= 0 ||
+      image.pixels.size() != static_cast<size_t>(image.width) * image.height * 3) {
+    throw Error(std::string(what) + ": invalid image " + dims(image.width, image.height) + " with " +
+                std::to_string(image.pixels.size()) + " bytes");
+  }
+}
+
+}  // namespace
+
+RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& name, const ImageLimits& limits) {
+  if (static_cast<int64_t>(bytes.size()) > limits.max_file_bytes) {
+    throw Error("image " + name + ": " + std::to_string(bytes.size()) + " bytes exceeds the limit of " +
+                std::to_string(limits.max_file_bytes) + " bytes");
+  }
+  if (bytes.empty()) throw Error("image " + name + ": file is empty");
+  if (bytes.size() > static_cast<size_t>(INT32_MAX)) throw Error("image " + name + ": file too large to decode");
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
+  int w = 0, h = 0, channels = 0;
+  // Dimensions first: a small file can declare gigapixels (decompression bomb).
+  if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {
+    throw Error("image " + name + ": not a decodable JPEG/PNG/BMP (" + stbi_failure_reason() + ")");
+  }
+  if (w <= 0 || h <= 0 || int64_t{w} * h > limits.max_pixels) {
+    throw Error("image " + name + ": " + dims(w, h) + " pixels exceeds the limit of " +
+                std::to_string(limits.max_pixels) + " pixels");
+  }
+  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && jpeg_truncated(bytes)) {
+    throw Error("image " + name + ": truncated JPEG (no end-of-image marker)");
+  }
+  std::unique_ptr<stbi_uc, StbiFree> decoded(stbi_load_from_memory(data, len, &w, &h, &channels, 3));
+  if (!decoded) throw Error("image " + name + ": decoding failed (" + stbi_failure_reason() + ")");
+  RgbImage image{w, h, {}};
+  image.pixels.assign(decoded.get(), decoded.get() + static_cast<size_t>(w) * h * 3);
+  return image;
+}
+
+RgbImage load_image(const std::filesystem::path& file, const ImageLimits& limits) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  if (ec) throw Error("image " + file.string() + ": cannot read (" + ec.message() + ")");
+  if (static_cast<int64_t>(size) > limits.max_file_bytes) {
+    throw Error("image " + file.string() + ": " + std::to_string(size) + " bytes exceeds the limit of " +
+                std::to_string(limits.max_file_bytes) + " bytes");
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error("image " + file.string() + ": cannot open");
+  std::vector<uint8_t> bytes(size);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
+    throw Error("image " + file.string() + ": read failed");
+  }
+  return decode_image(bytes, file.string(), limits);
+}
+
+RgbImage resize_bicubic(const RgbImage& image, int width, int height) {
+  check_image(image, "resize");
+  if (width <= 0 || height <= 0) throw Error("resize: target size " + dims(width, height) + " is empty");
+  // Pillow: horizontal pass first (only when the width changes), then vertical.
+  RgbImage out = image.width != width ? resample_horizontal(image, width) : image;
+  if (image.height != height) out = resample_vertical(out, height);
+  return out;
+}
+
+RgbImage center_crop(const RgbImage& image, int width, int height) {
+  check_image(image, "center_crop");
+  if (width > image.width || height > image.height || width <= 0 || height <= 0) {
+    throw Error("center_crop: crop " + dims(width, height) + " does not fit in " + dims(image.width, image.height));
+  }
+  // Python round() is half to even; nearbyint in the default rounding mode is too.
+  const int top = static_cast<int>(std::nearbyint((image.height - height) / 2.0));
+  const int left = static_cast<int>(std::nearbyint((image.width - width) / 2.0));
+  RgbImage out{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height * 3)};
+  for (int y = 0; y < height; ++y) {
+    std::memcpy(&out.pixels[static_cast<size_t>(y) * width * 3],
+                &image.pixels[(static_cast<size_t>(y + top) * image.width + left) * 3], static_cast<size_t>(width) * 3);
+  }
+  return out;
+}
+
+RgbImage expand_to_square(const RgbImage& image, std::array<uint8_t, 3> background) {
+  check_image(image, "expand_to_square");
+  if (image.width == image.height) return image;
+  const int side = std::max(image.width, image.height);
+  const int left = (side - image.width) / 2, top = (side - image.height) / 2;
+  RgbImage out{side, side, std::vector<uint8_t>(static_cast<size_t>(side) * side * 3)};
+  for (size_t i = 0; i < out.pixels.size(); i += 3) std::memcpy(&out.pixels[i], background.data(), 3);
+  for (int y = 0; y < image.height; ++y) {
+    std::memcpy(&out.pixels[(static_cast<size_t>(y + top) * side + left) * 3],
+                &image.pixels[static_cast<size_t>(y) * image.width * 3], static_cast<size_t>(image.width) * 3);
+  }
+  return out;
+}
+
+RgbImage prepare_pixels(const RgbImage& image, const Preprocess& recipe) {
+  check_image(image, "preprocess");
+  const int size = recipe.image_size;
+  switch (recipe.kind) {
+    case Preprocess::Kind::TimmCenterCrop: {
+      // torchvision Resize(int): shorter side -> resize_shorter, longer side int(s * long / short).
+      const int shorter = recipe.resize_shorter;
+      int w = shorter, h = shorter;
+      if (image.width <= image.height) {
+        h = static_cast<int>(static_cast<double>(shorter) * image.height / image.width);
+      } else {
+        w = static_cast<int>(static_cast<double>(shorter) * image.width / image.height);
+      }
+      return center_crop(resize_bicubic(image, w, h), size, size);
+    }
+    case Preprocess::Kind::LlavaPadSquare: {
+      // LLaVA: background = tuple(int(x * 255) for x in image_mean).
+      std::array<uint8_t, 3> bg{};
+      for (int c = 0; c < 3; ++c) bg[c] = static_cast<uint8_t>(std::clamp(static_cast<int>(recipe.mean[c] * 255), 0, 255));
+      return resize_bicubic(expand_to_square(image, bg), size, size);
+    }
+    case Preprocess::Kind::Stretch:
+      return resize_bicubic(image, size, size);
+  }
+  throw Error("preprocess: unknown recipe");
+}
+
+Image normalize(const RgbImage& image, const Preprocess& recipe) {
+  check_image(image, "normalize");
+  Image out{image.width, image.height, std::vector<float>(static_cast<size_t>(image.width) * image.height * 3)};
+  const size_t plane = static_cast<size_t>(image.width) * image.height;
+  for (int c = 0; c < 3; ++c) {
+    const float mean = recipe.mean[c], std_dev = recipe.std[c];
+    for (size_t i = 0; i < plane; ++i) {
+      // torchvision: ToTensor divides by 255 in float32, Normalize subtracts and divides.
+      const float x = static_cast<float>(image.pixels[i * 3 + c]) / 255.0f;
+      out.data[c * plane + i] = (x - mean) / std_dev;
+    }
+  }
+  return out;
+}
+
+}  // namespace vtprune::vision
