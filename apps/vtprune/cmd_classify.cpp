@@ -107,6 +107,7 @@ int run_classify(const ClassifyArgs& args) {
     std::printf("%s\n", line.c_str());
   }
   const double n = static_cast<double>(files.size());
+  std::fflush(stdout);  // keep the per-image lines before the summary on a shared terminal
   std::fprintf(stderr, "classified %zu images with %d threads: encode %.1f ms/image, total %.1f ms/image\n", files.size(),
                threads, encode_ms / n, total_ms / n);
   if (labelled > 0) {

@@ -109,6 +109,7 @@ void add_run(CLI::App& app, Action& action) {
         std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       } else {
         std::printf("\n");
+        std::fflush(stdout);  // the answer's line ends before the stats line on a shared terminal
         std::fprintf(stderr,
                      "[vtprune] %s (budget %s): kept %lld of %lld visual tokens | decode %.1f ms, preprocess %.1f ms, "
                      "encode %.1f ms, reduce %.2f ms, project %.1f ms, prefill %.1f ms, TTFT %.1f ms, decode %.1f tok/s, "
