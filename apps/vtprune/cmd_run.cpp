@@ -44,7 +44,11 @@ void add_run(CLI::App& app, Action& action) {
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("run", "Answer a prompt about images with a LLaVA-1.5 GGUF pair and a reduction method");
   cmd->add_option("-m,--model", a->vlm.llm_path, "LLM GGUF (llama.cpp LLaVA-1.5 conversion, any quantisation)")->required();
-  cmd->add_option("--mmproj", a->vlm.mmproj_path, "mmproj GGUF (CLIP vision tower + projector)")->required();
+  auto* mmproj = cmd->add_option("--mmproj", a->vlm.mmproj_path, "mmproj GGUF (CLIP vision tower + projector)");
+  auto* tower = cmd->add_option("--vision-tower", a->vlm.vision_tower_path,
+                                "Hugging Face CLIP vision tower (safetensors file or folder; keeps all 24 layers)");
+  cmd->add_option("--projector", a->vlm.projector_path, "LLaVA projector safetensors, when not inside the tower's file")->needs(tower);
+  mmproj->excludes(tower);
   cmd->add_option("--image", a->images, "image file (repeat for several; <image> markers in the prompt place them)")->required();
   cmd->add_option("-p,--prompt", a->prompt, "question")->capture_default_str();
   cmd->add_option("--method", a->method, "reduction method (vtprune methods)")->capture_default_str();

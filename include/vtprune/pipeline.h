@@ -17,7 +17,11 @@ namespace vtprune::pipeline {
 
 struct VlmParams {
   std::string llm_path;
+  // The vision side: a llama.cpp mmproj GGUF, or a Hugging Face CLIP vision tower in safetensors (all 24
+  // layers, as PruMerge's official layer needs) with the LLaVA projector in it or in `projector_path`.
   std::string mmproj_path;
+  std::string vision_tower_path;
+  std::string projector_path;
   int threads = 0;        // 0 = all cores
   int n_ctx = 4096;
   bool verbose = false;

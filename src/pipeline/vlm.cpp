@@ -57,6 +57,18 @@ std::vector<int64_t> split_budget(int64_t total, const std::vector<int64_t>& wou
   return share;
 }
 
+vision::VisionModel load_vision(const VlmParams& p) {
+  if (p.mmproj_path.empty() == p.vision_tower_path.empty()) {
+    throw Error("give exactly one vision model: an mmproj GGUF or a Hugging Face CLIP vision tower");
+  }
+  if (!p.mmproj_path.empty()) return vision::VisionModel::from_mmproj(p.mmproj_path, p.mmproj);
+  vision::VisionModel tower = vision::VisionModel::from_safetensors_clip(p.vision_tower_path, {.projector = p.projector_path});
+  if (tower.projector_dim() == 0) {
+    throw Error(p.vision_tower_path + ": no LLaVA projector found; pass its safetensors file as the projector");
+  }
+  return tower;
+}
+
 struct Vlm::Impl {
   VlmParams params;
   vision::VisionModel vision;
@@ -65,11 +77,11 @@ struct Vlm::Impl {
 
   explicit Impl(const VlmParams& p)
       : params(p),
-        vision(vision::VisionModel::from_mmproj(p.mmproj_path, p.mmproj)),
+        vision(load_vision(p)),
         session(p.llm_path, llm::SessionParams{.n_ctx = p.n_ctx, .threads = p.threads, .verbose = p.verbose}),
         threads(resolve_threads(p.threads)) {
     if (vision.projector_dim() != session.n_embd_inp()) {
-      throw Error("the projector in " + p.mmproj_path + " outputs " + std::to_string(vision.projector_dim()) +
+      throw Error("the projector in " + (p.mmproj_path.empty() ? p.vision_tower_path : p.mmproj_path) + " outputs " + std::to_string(vision.projector_dim()) +
                   "-wide embeddings but " + p.llm_path + " expects " + std::to_string(session.n_embd_inp()) +
                   ": the two files do not belong together");
     }
