@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 #include <string>
+#include <thread>
 
 namespace vtprune::reduce {
 
@@ -101,23 +102,36 @@ void dot_products(const MatrixView& a, const MatrixView& b, std::span<float> out
   if (static_cast<int64_t>(out.size()) < n * m) throw Error("dot_products: output too small");
   const float* pa = a.data.data();
   const float* pb = b.data.data();
-  for (int64_t i0 = 0; i0 < n; i0 += 4) {
-    const float* ra[4];
-    for (int t = 0; t < 4; ++t) ra[t] = pa + std::min(i0 + t, n - 1) * d;  // tails repeat the last row
-    const int64_t j_start = symmetric ? i0 : 0;
-    for (int64_t j0 = j_start; j0 < m; j0 += 4) {
-      const float* rb[4];
-      for (int t = 0; t < 4; ++t) rb[t] = pb + std::min(j0 + t, m - 1) * d;
-      float block[4][4];
-      dot_block_4x4(ra, rb, d, block);
-      for (int x = 0; x < 4 && i0 + x < n; ++x) {
-        for (int y = 0; y < 4 && j0 + y < m; ++y) {
-          out[static_cast<size_t>((i0 + x) * m + j0 + y)] = block[x][y];
-          if (symmetric) out[static_cast<size_t>((j0 + y) * m + i0 + x)] = block[x][y];
+  // rows blocks [first, first + 4*step, ...): interleaved so triangular (symmetric) work stays balanced
+  auto rows_from = [&](int64_t first_block, int64_t block_step) {
+    for (int64_t i0 = first_block * 4; i0 < n; i0 += 4 * block_step) {
+      const float* ra[4];
+      for (int t = 0; t < 4; ++t) ra[t] = pa + std::min(i0 + t, n - 1) * d;  // tails repeat the last row
+      const int64_t j_start = symmetric ? i0 : 0;
+      for (int64_t j0 = j_start; j0 < m; j0 += 4) {
+        const float* rb[4];
+        for (int t = 0; t < 4; ++t) rb[t] = pb + std::min(j0 + t, m - 1) * d;
+        float block[4][4];
+        dot_block_4x4(ra, rb, d, block);
+        for (int x = 0; x < 4 && i0 + x < n; ++x) {
+          for (int y = 0; y < 4 && j0 + y < m; ++y) {
+            out[static_cast<size_t>((i0 + x) * m + j0 + y)] = block[x][y];
+            if (symmetric) out[static_cast<size_t>((j0 + y) * m + i0 + x)] = block[x][y];
+          }
         }
       }
     }
+  };
+  // Large products (DivPrune's 576 x 576 x 4096 Gram matrix) use every core: the encoder is idle by then.
+  const double work = static_cast<double>(n) * static_cast<double>(m) * static_cast<double>(d) * (symmetric ? 0.5 : 1.0);
+  const int64_t threads = work < 3.2e7 ? 1 : std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, (n + 3) / 4);
+  if (threads <= 1) {
+    rows_from(0, 1);
+    return;
   }
+  std::vector<std::jthread> pool;
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(rows_from, t, threads);
+  rows_from(0, threads);
 }
 
 std::vector<std::vector<int32_t>> cosine_knn(const MatrixView& unit_rows, std::span<const int32_t> queries, int64_t k) {
