@@ -19,7 +19,7 @@ JOBS=${VTPRUNE_JOBS:-2}
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- 1. Debian packages (only the missing ones) -------------------------------------------------
-PKGS=(build-essential cmake ninja-build git ca-certificates nodejs npm
+PKGS=(build-essential cmake ninja-build pkg-config git ca-certificates curl nodejs npm
       libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libstb-dev fonts-dejavu-core)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -18,5 +18,8 @@ void add_run(CLI::App& app, Action& action);
 void add_make_test_model(CLI::App& app, Action& action);
 void add_classify(CLI::App& app, Action& action);
 void add_serve(CLI::App& app, Action& action);
+void add_bench(CLI::App& app, Action& action);
+void add_viz(CLI::App& app, Action& action);
+void add_eval(CLI::App& app, Action& action);
 
 }  // namespace vtprune::cli

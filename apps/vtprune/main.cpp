@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   vtprune::cli::add_make_test_model(app, action);
   vtprune::cli::add_classify(app, action);
   vtprune::cli::add_serve(app, action);
+  vtprune::cli::add_bench(app, action);
+  vtprune::cli::add_viz(app, action);
+  vtprune::cli::add_eval(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

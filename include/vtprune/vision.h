@@ -113,6 +113,11 @@ struct EncoderResult {
 struct EncodeOptions {
   int threads = 1;
   bool logits = false;  // timm: run every layer, the final norm and the head on CLS
+  // >= 0: a partial forward that treats blocks [0, stop_after_layer] as the encoder (token-reduction
+  // benchmarks on a classifier). `features` / `cls_features` are then the raw hidden states after that
+  // block (no final norm, timm included) and info.feature_layer is this block. Taps may still name later
+  // layers (PruMerge reads the next block's q/k); only what those taps need is computed.
+  int stop_after_layer = -1;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -196,6 +201,13 @@ class VisionModel {
 
   // The projector (LLaVA `mlp`: mm.0 -> GELU -> mm.2) on any number of tokens: [rows x D] -> [rows x D_llm].
   std::vector<float> project(const MatrixView& tokens, int threads = 1);
+
+  // The rest of a timm classifier after a partial forward (EncodeOptions::stop_after_layer = first_block-1):
+  // blocks [first_block, depth), the final norm and the head on the sequence [cls; tokens] (any number of
+  // token rows, position embeddings NOT re-added: the rows already carry them). Returns the logits.
+  // Throws Error without a classifier head, for a first_block outside 0..depth, or for widths other than D.
+  std::vector<float> classify_tokens(std::span<const float> cls, const MatrixView& tokens, int first_block,
+                                     int threads = 1);
 
  private:
   explicit VisionModel(std::unique_ptr<VisionModelImpl> impl);

@@ -1,6 +1,7 @@
 // llama.cpp mmproj GGUF files for LLaVA-1.5 (clip vision tower + `mlp` projector): the loader, and a
 // writer of random-weight files with the exact layout of llama.cpp's legacy conversion (for tests and
 // `make-test-model`).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -26,7 +27,14 @@ class MmprojReader {
     if (!gguf_) throw Error("mmproj " + path.string() + ": not a readable GGUF file");
     file_.reset(std::fopen(path.c_str(), "rb"));
     if (!file_) throw Error("mmproj " + path.string() + ": cannot open");
+    std::error_code ec;
+    file_size_ = std::filesystem::file_size(path, ec);
+    if (ec) throw Error("mmproj " + path.string() + ": cannot read (" + ec.message() + ")");
   }
+
+  // A size key, bounded before any arithmetic uses it.
+  int size(const char* name, int64_t max) const { return checked_size(u32(name), max, where() + ": metadata " + name); }
+  int64_t tensor_count() const { return gguf_get_n_tensors(gguf_.get()); }
 
   std::string where() const { return "mmproj " + path_.string(); }
 
@@ -101,6 +109,10 @@ class MmprojReader {
     const ggml_type dst_type = as_f32 ? GGML_TYPE_F32 : type;
     const size_t offset = gguf_get_data_offset(gguf_.get()) + gguf_get_tensor_offset(gguf_.get(), id);
     const size_t file_bytes = gguf_get_tensor_size(gguf_.get(), id);
+    if (offset > file_size_ || file_bytes > file_size_ - offset) {  // the GGUF parser does not check this without data
+      throw Error(where() + ": tensor " + name + " (" + std::to_string(file_bytes) + " bytes at " + std::to_string(offset) +
+                  ") lies beyond the end of the " + std::to_string(file_size_) + "-byte file (truncated?)");
+    }
     return builder.add(name, dst_type, ne, [this, name, type, dst_type, offset, file_bytes](void* dst, size_t bytes) {
       std::vector<uint8_t> raw;
       void* target = dst;
@@ -123,6 +135,7 @@ class MmprojReader {
   std::filesystem::path path_;
   GgufPtr gguf_;
   FilePtr file_;
+  uint64_t file_size_ = 0;
 };
 
 }  // namespace
@@ -139,13 +152,14 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
   }
   Hparams& hp = model.hp;
   hp.architecture = Architecture::Clip;
-  hp.image_size = static_cast<int>(r.u32("clip.vision.image_size"));
-  hp.patch_size = static_cast<int>(r.u32("clip.vision.patch_size"));
-  hp.dim = static_cast<int>(r.u32("clip.vision.embedding_length"));
-  hp.ff = static_cast<int>(r.u32("clip.vision.feed_forward_length"));
-  hp.heads = static_cast<int>(r.u32("clip.vision.attention.head_count"));
+  hp.image_size = r.size("clip.vision.image_size", 1 << 14);
+  hp.patch_size = r.size("clip.vision.patch_size", 1 << 10);
+  hp.dim = r.size("clip.vision.embedding_length", 1 << 16);
+  hp.ff = r.size("clip.vision.feed_forward_length", 1 << 20);
+  hp.heads = r.size("clip.vision.attention.head_count", 1 << 10);
   hp.eps = r.f32("clip.vision.attention.layer_norm_epsilon");
-  hp.stored_layers = static_cast<int>(r.u32("clip.vision.block_count"));
+  // Each block has 16 tensors: a block count the file cannot hold is rejected before anything is sized by it.
+  hp.stored_layers = r.size("clip.vision.block_count", std::max<int64_t>(1, r.tensor_count() / 16));
   if (hp.patch_size <= 0 || hp.image_size % hp.patch_size != 0 || hp.heads <= 0 || hp.dim % hp.heads != 0 ||
       hp.stored_layers <= 0 || hp.ff <= 0) {
     throw Error(r.where() + ": inconsistent hyper-parameters (image " + std::to_string(hp.image_size) + ", patch " +
@@ -170,6 +184,7 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
   hp.preprocess.image_size = hp.image_size;
   hp.preprocess.mean = r.f32x3("clip.vision.image_mean");
   hp.preprocess.std = r.f32x3("clip.vision.image_std");
+  check_numerics(hp, r.where());
 
   const int64_t D = hp.dim, F = hp.ff, T = hp.tokens(), P = hp.patch_size;
   WeightBuilder builder(static_cast<size_t>(hp.stored_layers) * 20 + 16);
@@ -216,13 +231,13 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
     throw Error(r.where() + ": tensor mm.0.weight has shape " + shape_string(mm0) + ", expected [" + std::to_string(D) +
                 ", hidden]");
   }
-  const int64_t hidden = mm0[1];
+  const int64_t hidden = checked_size(mm0[1], 1 << 20, r.where() + ": mm.0.weight hidden width");
   const auto mm2 = r.tensor_shape("mm.2.weight");
   if (mm2.size() != 2 || mm2[0] != hidden) {
     throw Error(r.where() + ": tensor mm.2.weight has shape " + shape_string(mm2) + ", expected [" +
                 std::to_string(hidden) + ", n_embd_llm]");
   }
-  hp.projector_dim = static_cast<int>(mm2[1]);
+  hp.projector_dim = checked_size(mm2[1], 1 << 20, r.where() + ": mm.2.weight output width");
   w.mm0_w = r.add(builder, "mm.0.weight", {D, hidden}, false);
   w.mm0_b = r.add(builder, "mm.0.bias", {hidden}, true);
   w.mm2_w = r.add(builder, "mm.2.weight", {hidden, hp.projector_dim}, false);

@@ -94,6 +94,7 @@ struct VisionModelImpl {
   BackendPtr backend;
   ModelData model;
   GallocrPtr allocator;  // reused across encodes: it keeps its buffer while the graph fits
+  GallocrPtr tail_allocator;  // classify_tokens' graphs (their own, so they never make encode re-plan)
 };
 
 // Graph helpers shared by the ViT and the projector.
@@ -105,6 +106,12 @@ std::vector<float> read_tensor(const ggml_tensor* t);
 // The LLaVA `mlp` projector: [D, rows] -> mm.0 -> GELU -> mm.2 -> [D_llm, rows].
 ggml_tensor* build_projector(ggml_context* ctx, const Weights& w, const Hparams& hp, ggml_tensor* x);
 void check_threads(int threads);
+
+// A size read from a model file, checked to lie in 1..max before any arithmetic uses it (absurd metadata is
+// an Error naming `what`, never an overflow or a huge allocation).
+int checked_size(int64_t value, int64_t max, const std::string& what);
+// Finite layer-norm eps > 0, finite mean, finite std > 0 (normalisation divides by it).
+void check_numerics(const Hparams& hp, const std::string& where);
 
 // "[a, b, c]" for messages.
 std::string shape_string(std::initializer_list<int64_t> ne);

@@ -85,8 +85,10 @@ class SafetensorsFile {
       }
       uint64_t count = 1;
       for (int64_t d : e.shape) {
-        if (d < 0 || d > (int64_t{1} << 40)) throw Error(where + " has an invalid shape " + shape_string(e.shape));
-        count *= static_cast<uint64_t>(d);
+        // Overflow-checked: a wrapped product could match small data_offsets.
+        if (d < 0 || d > (int64_t{1} << 40) || __builtin_mul_overflow(count, static_cast<uint64_t>(d), &count)) {
+          throw Error(where + " has an invalid shape " + shape_string(e.shape));
+        }
       }
       const size_t elem = dtype_size(e.dtype);
       if (elem != 0 && (e.end < e.begin || e.end - e.begin != count * elem)) {
@@ -195,8 +197,8 @@ void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t bac
   if (patch.size() != 4 || patch[1] != 3 || patch[2] != patch[3]) {
     throw Error(where + ": patch_embed.proj.weight has shape " + shape_string(patch) + ", expected [D, 3, p, p]");
   }
-  hp.dim = static_cast<int>(patch[0]);
-  hp.patch_size = static_cast<int>(patch[2]);
+  hp.dim = checked_size(patch[0], 1 << 16, where + ": width (patch_embed.proj.weight dim 0)");
+  hp.patch_size = checked_size(patch[2], 1 << 10, where + ": patch size (patch_embed.proj.weight dim 2)");
   const auto& pos = file->shape_of("pos_embed");
   if (pos.size() != 3 || pos[0] != 1 || pos[2] != hp.dim) {
     throw Error(where + ": pos_embed has shape " + shape_string(pos) + ", expected [1, T, " + std::to_string(hp.dim) + "]");
@@ -206,7 +208,7 @@ void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t bac
   if (n_patches <= 0 || int64_t{grid} * grid != n_patches) {
     throw Error(where + ": pos_embed has " + std::to_string(pos[1]) + " positions, expected 1 + a square grid");
   }
-  hp.image_size = grid * hp.patch_size;
+  hp.image_size = checked_size(int64_t{grid} * hp.patch_size, 1 << 14, where + ": image size");
   int depth = 0;
   while (file->contains("blocks." + std::to_string(depth) + ".norm1.weight")) ++depth;
   if (depth == 0) throw Error(where + ": no blocks.N.* tensors");
@@ -216,7 +218,7 @@ void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t bac
   if (fc1.size() != 2 || fc1[1] != hp.dim) {
     throw Error(where + ": blocks.0.mlp.fc1.weight has shape " + shape_string(fc1) + ", expected [F, " + std::to_string(hp.dim) + "]");
   }
-  hp.ff = static_cast<int>(fc1[0]);
+  hp.ff = checked_size(fc1[0], 1 << 20, where + ": FFN width (blocks.0.mlp.fc1.weight dim 0)");
   hp.heads = hp.dim / 64;  // timm ViTs use 64-wide heads; config.json overrides
   hp.eps = 1e-6f;
   hp.preprocess = Preprocess{};
@@ -248,12 +250,17 @@ void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t bac
   if (hp.heads <= 0 || hp.dim % hp.heads != 0) {
     throw Error(where + ": width " + std::to_string(hp.dim) + " is not divisible by " + std::to_string(hp.heads) + " heads");
   }
-  if (crop_pct <= 0 || crop_pct > 1) throw Error(where + ": crop_pct " + std::to_string(crop_pct) + " out of (0, 1]");
+  if (!(crop_pct >= 0.05 && crop_pct <= 1)) throw Error(where + ": crop_pct " + std::to_string(crop_pct) + " out of [0.05, 1]");
+  check_numerics(hp, where);
   hp.preprocess.resize_shorter = static_cast<int>(std::floor(hp.image_size / crop_pct));  // timm's scale_size
 
   const int64_t D = hp.dim, F = hp.ff, T = n_patches + 1, P = hp.patch_size;
   const bool has_head = file->contains("head.weight");
-  if (has_head) hp.num_classes = static_cast<int>(file->shape_of("head.weight").at(0));
+  if (has_head) {
+    const auto& head = file->shape_of("head.weight");
+    if (head.size() != 2) throw Error(where + ": head.weight has shape " + shape_string(head) + ", expected [classes, D]");
+    hp.num_classes = checked_size(head[0], 1 << 20, where + ": classes (head.weight dim 0)");
+  }
 
   WeightBuilder builder(static_cast<size_t>(depth) * 20 + 16);
   Weights& w = model.weights;
@@ -344,8 +351,8 @@ void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions&
     throw Error(where + ": " + pre + "embeddings.patch_embedding.weight has shape " + shape_string(patch) +
                 ", expected [D, 3, p, p]");
   }
-  hp.dim = static_cast<int>(patch[0]);
-  hp.patch_size = static_cast<int>(patch[2]);
+  hp.dim = checked_size(patch[0], 1 << 16, where + ": width (patch_embedding dim 0)");
+  hp.patch_size = checked_size(patch[2], 1 << 10, where + ": patch size (patch_embedding dim 2)");
   const auto& pos = file->shape_of(pre + "embeddings.position_embedding.weight");
   if (pos.size() != 2 || pos[1] != hp.dim) {
     throw Error(where + ": position_embedding has shape " + shape_string(pos) + ", expected [T, " + std::to_string(hp.dim) + "]");
@@ -355,7 +362,7 @@ void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions&
   if (n_patches <= 0 || int64_t{grid} * grid != n_patches) {
     throw Error(where + ": position_embedding has " + std::to_string(pos[0]) + " positions, expected 1 + a square grid");
   }
-  hp.image_size = grid * hp.patch_size;
+  hp.image_size = checked_size(int64_t{grid} * hp.patch_size, 1 << 14, where + ": image size");
   int depth = 0;
   while (file->contains(pre + "encoder.layers." + std::to_string(depth) + ".layer_norm1.weight")) ++depth;
   if (depth == 0) throw Error(where + ": no " + pre + "encoder.layers.N.* tensors");
@@ -369,7 +376,7 @@ void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions&
   if (fc1.size() != 2 || fc1[1] != hp.dim) {
     throw Error(where + ": mlp.fc1.weight has shape " + shape_string(fc1) + ", expected [F, " + std::to_string(hp.dim) + "]");
   }
-  hp.ff = static_cast<int>(fc1[0]);
+  hp.ff = checked_size(fc1[0], 1 << 20, where + ": FFN width (mlp.fc1.weight dim 0)");
   hp.heads = hp.dim / 64;
   hp.eps = 1e-5f;
   hp.preprocess.kind = Preprocess::Kind::LlavaPadSquare;
@@ -405,6 +412,7 @@ void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions&
   if (hp.heads <= 0 || hp.dim % hp.heads != 0) {
     throw Error(where + ": width " + std::to_string(hp.dim) + " is not divisible by " + std::to_string(hp.heads) + " heads");
   }
+  check_numerics(hp, where);
 
   const int64_t D = hp.dim, F = hp.ff, T = n_patches + 1, P = hp.patch_size;
   WeightBuilder builder(static_cast<size_t>(depth) * 20 + 16);
@@ -447,13 +455,13 @@ void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions&
       throw Error("projector " + projector_file->path().string() + ": " + first + ".weight has shape " + shape_string(mm0) +
                   ", expected [hidden, " + std::to_string(D) + "]");
     }
-    const int64_t hidden = mm0[0];
+    const int64_t hidden = checked_size(mm0[0], 1 << 20, "projector " + projector_file->path().string() + ": hidden width");
     const auto& mm2 = projector_file->shape_of(second + ".weight");
     if (mm2.size() != 2 || mm2[1] != hidden) {
       throw Error("projector " + projector_file->path().string() + ": " + second + ".weight has shape " +
                   shape_string(mm2) + ", expected [out, " + std::to_string(hidden) + "]");
     }
-    hp.projector_dim = static_cast<int>(mm2[0]);
+    hp.projector_dim = checked_size(mm2[0], 1 << 20, "projector " + projector_file->path().string() + ": output width");
     const int64_t O = hp.projector_dim;
     w.mm0_w = add_tensor(builder, projector_file, first + ".weight", {hidden, D}, {D, hidden}, true, "mm.0.weight");
     w.mm0_b = add_tensor(builder, projector_file, first + ".bias", {hidden}, {hidden}, false, "mm.0.bias");

@@ -1,5 +1,6 @@
 // Weight allocation shared by the loaders: tensors are declared first, then allocated in one backend
 // buffer and filled.
+#include <cmath>
 #include <cstring>
 
 #include "model_impl.h"
@@ -58,6 +59,23 @@ void convert_to_f32(ggml_type src_type, const void* src, float* dst, size_t coun
       return;
     default:
       throw Error(std::string("cannot convert ") + ggml_type_name(src_type) + " to F32");
+  }
+}
+
+int checked_size(int64_t value, int64_t max, const std::string& what) {
+  if (value < 1 || value > max) {
+    throw Error(what + " = " + std::to_string(value) + " is outside 1.." + std::to_string(max));
+  }
+  return static_cast<int>(value);
+}
+
+void check_numerics(const Hparams& hp, const std::string& where) {
+  if (!std::isfinite(hp.eps) || hp.eps <= 0.0f) throw Error(where + ": layer-norm epsilon " + std::to_string(hp.eps) + " is not > 0");
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(hp.preprocess.mean[c]) || !std::isfinite(hp.preprocess.std[c]) || hp.preprocess.std[c] <= 0.0f) {
+      throw Error(where + ": image mean / std channel " + std::to_string(c) + " (" + std::to_string(hp.preprocess.mean[c]) +
+                  ", " + std::to_string(hp.preprocess.std[c]) + ") must be finite with std > 0");
+    }
   }
 }
 

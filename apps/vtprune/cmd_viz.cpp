@@ -1,0 +1,388 @@
+// `vtprune viz --image IMG (--mmproj F | --model DIR) --methods a,b,... --budget N --out OUT.png`: what each
+// method keeps, drawn on the image the encoder actually sees (the model's own preprocessing, before
+// normalisation) with its patch grid. One panel per method, side by side: kept tokens bright and outlined
+// in the colour of their role (HiPrune anchors / buffers / registers, PruMerge outliers / uniform samples,
+// VisionZip dominant / contextual tokens), pruned tokens dimmed, pooling windows outlined, and with
+// --neighbourhood K the source tokens merged into kept token K (PruMerge, VisionZip). A legend explains
+// the colours.
+//
+// Options: `--opt key=value` goes to every chosen method that has the option (an option no chosen method
+// has is an error); `--opt method:key=value` to that method only.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "commands.h"
+#include "vtprune/draw.h"
+#include "vtprune/vision.h"
+
+namespace vtprune::cli {
+namespace {
+
+struct VizArgs {
+  std::string image, mmproj, model, out;
+  std::vector<std::string> methods;
+  std::string budget = "25%";
+  std::vector<std::string> options;
+  int neighbourhood = -1;
+  int threads = 0;
+  int panel = 448;
+};
+
+struct MethodRun {
+  std::string name;
+  std::unique_ptr<Reducer> reducer;
+  Needs needs;
+  Reduction reduction;
+  int panel_x = 0, panel_y = 0;  // where its image panel landed in the output
+};
+
+// ---- colours: one per role, distinct on a photo and on the dimmed areas around it
+draw::Color role_color(TokenRole role) {
+  switch (role) {
+    case TokenRole::Kept: return {70, 220, 70, 255};
+    case TokenRole::Anchor: return {240, 40, 40, 255};
+    case TokenRole::Buffer: return {255, 200, 0, 255};
+    case TokenRole::Register: return {0, 190, 255, 255};
+    case TokenRole::Cls: return {255, 255, 255, 255};
+    case TokenRole::Dominant: return {255, 110, 0, 255};
+    case TokenRole::Contextual: return {175, 120, 255, 255};
+    case TokenRole::Outlier: return {255, 60, 170, 255};
+    case TokenRole::Uniform: return {110, 255, 200, 255};
+    case TokenRole::Pooled: return {255, 255, 255, 255};
+    case TokenRole::Summary: return {200, 200, 200, 255};
+  }
+  return {255, 255, 255, 255};
+}
+
+constexpr draw::Color kInk{33, 33, 33, 255};
+constexpr draw::Color kMuted{95, 95, 95, 255};
+constexpr draw::Color kDim{12, 14, 22, 165};  // over pruned cells
+
+// "a:b=c" -> method a, "b=c"; "b=c" -> every method that has option b.
+std::map<std::string, std::vector<std::string>> route_options(const std::vector<std::string>& methods,
+                                                               const std::vector<std::string>& options) {
+  std::map<std::string, std::vector<std::string>> routed;
+  for (const auto& m : methods) routed[m];
+  for (const std::string& opt : options) {
+    const auto eq = opt.find('=');
+    const auto colon = opt.find(':');
+    if (colon != std::string::npos && (eq == std::string::npos || colon < eq)) {
+      const std::string method = opt.substr(0, colon);
+      if (!routed.count(method)) throw Error("viz: --opt " + opt + " names method '" + method + "', which is not in --methods");
+      routed[method].push_back(opt.substr(colon + 1));
+      continue;
+    }
+    const std::string key = opt.substr(0, eq);
+    bool used = false;
+    for (const auto& m : methods) {
+      const MethodInfo& info = method_info(m);
+      if (std::any_of(info.options.begin(), info.options.end(), [&](const OptionSpec& s) { return s.name == key; })) {
+        routed[m].push_back(opt);
+        used = true;
+      }
+    }
+    if (!used) throw Error("viz: no chosen method has option '" + key + "' (--opt " + opt + ")");
+  }
+  return routed;
+}
+
+// Patch index of a kept entry (VisionZip reports sequence positions, 0 = CLS), or nullopt for CLS.
+std::optional<int> patch_of(const Reduction& r, const EncoderInfo& info, int32_t index) {
+  const int p = r.sequence_indices ? index - (info.has_cls ? 1 : 0) : index;
+  if (p < 0 || p >= info.grid.size()) return std::nullopt;
+  return p;
+}
+
+struct PanelLayout {
+  int cell = 32;   // pixels per patch
+  int size_w = 0;  // image panel width / height
+  int size_h = 0;
+};
+
+// The image panel of one method: the preprocessed image, its grid, kept / pruned / roles / windows.
+draw::Canvas draw_panel(const vision::RgbImage& pixels, const EncoderInfo& info, const Reduction& r,
+                        const PanelLayout& layout, int neighbourhood) {
+  const Grid grid = info.grid;
+  const int cell = layout.cell;
+  draw::Canvas panel = draw::Canvas::from_image(vision::resize_bicubic(pixels, layout.size_w, layout.size_h));
+  const auto cell_x = [&](int p) { return static_cast<double>((p % grid.w) * cell); };
+  const auto cell_y = [&](int p) { return static_cast<double>((p / grid.w) * cell); };
+
+  const bool pooled = std::any_of(r.roles.begin(), r.roles.end(), [](TokenRole t) { return t == TokenRole::Pooled; });
+  const size_t single = r.kept.size();  // rows with one source come first, in `kept` order
+  std::vector<int> role_of(static_cast<size_t>(grid.size()), -1);
+  for (size_t i = 0; i < single && i < r.roles.size(); ++i) {
+    if (auto p = patch_of(r, info, r.kept[i])) role_of[static_cast<size_t>(*p)] = static_cast<int>(r.roles[i]);
+  }
+
+  if (!pooled) {
+    for (int p = 0; p < grid.size(); ++p) {
+      if (role_of[static_cast<size_t>(p)] < 0) panel.fill_rect(cell_x(p), cell_y(p), cell, cell, kDim);
+    }
+  }
+  // The patch grid, faint enough not to compete with the outlines.
+  for (int c = 1; c < grid.w; ++c) panel.fill_rect(c * cell - 0.5, 0, 1, layout.size_h, {255, 255, 255, 55});
+  for (int c = 1; c < grid.h; ++c) panel.fill_rect(0, c * cell - 0.5, layout.size_w, 1, {255, 255, 255, 55});
+
+  // The merge neighbourhood of kept[neighbourhood]: its members tinted in the token's colour.
+  std::optional<int> focus;
+  if (!pooled && neighbourhood >= 0 && static_cast<size_t>(neighbourhood) < single &&
+      static_cast<size_t>(neighbourhood) < r.groups.size()) {
+    const draw::Color c = role_color(r.roles[static_cast<size_t>(neighbourhood)]);
+    focus = patch_of(r, info, r.kept[static_cast<size_t>(neighbourhood)]);
+    for (int32_t member : r.groups[static_cast<size_t>(neighbourhood)]) {
+      const auto p = patch_of(r, info, member);
+      if (!p || p == focus) continue;
+      panel.fill_rect(cell_x(*p), cell_y(*p), cell, cell, {c.r, c.g, c.b, 95});
+      panel.outline_rect(cell_x(*p) + 1, cell_y(*p) + 1, cell - 2, cell - 2, {c.r, c.g, c.b, 210}, 1.0);
+    }
+  }
+
+  const double stroke = std::max(1.5, cell / 11.0);
+  if (pooled) {
+    // Each window outlined; windows tile the grid, so nothing is dimmed.
+    for (size_t i = 0; i < r.groups.size() && i < r.roles.size(); ++i) {
+      int r0 = grid.h, c0 = grid.w, r1 = -1, c1 = -1;
+      for (int32_t member : r.groups[i]) {
+        const auto p = patch_of(r, info, member);
+        if (!p) continue;
+        r0 = std::min(r0, *p / grid.w), r1 = std::max(r1, *p / grid.w);
+        c0 = std::min(c0, *p % grid.w), c1 = std::max(c1, *p % grid.w);
+      }
+      if (r1 < 0) continue;
+      panel.outline_rect(c0 * cell + 1.0, r0 * cell + 1.0, (c1 - c0 + 1) * cell - 2.0, (r1 - r0 + 1) * cell - 2.0,
+                         {0, 0, 0, 120}, stroke + 1.0);
+      panel.outline_rect(c0 * cell + 1.0, r0 * cell + 1.0, (c1 - c0 + 1) * cell - 2.0, (r1 - r0 + 1) * cell - 2.0,
+                         role_color(TokenRole::Pooled), stroke * 0.6);
+    }
+  } else {
+    for (int p = 0; p < grid.size(); ++p) {
+      const int role = role_of[static_cast<size_t>(p)];
+      if (role < 0) continue;
+      // A dark rim under the coloured outline keeps it visible on bright and dark image content alike.
+      panel.outline_rect(cell_x(p) + 0.5, cell_y(p) + 0.5, cell - 1.0, cell - 1.0, {0, 0, 0, 140}, stroke + 1.0);
+      panel.outline_rect(cell_x(p) + 1.0, cell_y(p) + 1.0, cell - 2.0, cell - 2.0,
+                         role_color(static_cast<TokenRole>(role)), stroke);
+    }
+    if (focus) {
+      const double x = cell_x(*focus), y = cell_y(*focus);
+      panel.outline_rect(x - 2, y - 2, cell + 4.0, cell + 4.0, {255, 255, 255, 255}, 2.0);
+      panel.outline_rect(x - 4, y - 4, cell + 8.0, cell + 8.0, {0, 0, 0, 200}, 2.0);
+    }
+  }
+  return panel;
+}
+
+std::string role_counts(const Reduction& r) {
+  std::map<TokenRole, int> counts;
+  for (TokenRole t : r.roles) ++counts[t];
+  std::string out;
+  for (const auto& [role, n] : counts) {
+    out += (out.empty() ? "" : "  \xC2\xB7  ") + std::to_string(n) + " " + std::string(to_string(role));
+  }
+  return out;
+}
+
+int run_viz(const VizArgs& args) {
+  if (args.mmproj.empty() == args.model.empty()) throw Error("viz: give exactly one of --mmproj FILE or --model DIR");
+  if (args.methods.empty()) throw Error("viz: --methods is empty");
+  const int threads = args.threads > 0 ? args.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const Budget budget = Budget::parse(args.budget);
+
+  auto model = args.mmproj.empty() ? vision::VisionModel::from_safetensors_timm(args.model)
+                                   : vision::VisionModel::from_mmproj(args.mmproj);
+  const EncoderInfo info = model.info();
+  const std::string model_name = std::filesystem::path(args.mmproj.empty() ? args.model : args.mmproj).filename().string();
+
+  // Every method is checked against the model before anything is computed, so the error names it.
+  const auto routed = route_options(args.methods, args.options);
+  std::vector<MethodRun> runs;
+  Needs merged;
+  for (const std::string& name : args.methods) {
+    MethodRun run;
+    run.name = name;
+    run.reducer = make_reducer(name, routed.at(name));
+    try {
+      run.needs = run.reducer->needs(info);
+    } catch (const Error& e) {
+      throw Error("viz: method " + name + " cannot run on " + model_name + ": " + e.what());
+    }
+    for (const TapRequest& tap : run.needs.taps) {
+      if (tap.layer < 0 || tap.layer >= model.stored_layers()) {
+        throw Error("viz: method " + name + " needs layer " + std::to_string(tap.layer) + ", but " + model_name +
+                    " stores layers 0.." + std::to_string(model.stored_layers() - 1) +
+                    " (choose another layer with --opt " + name + ":<layer option>=...)");
+      }
+    }
+    if (run.needs.projected && model.projector_dim() == 0) {
+      throw Error("viz: method " + name + " needs projected embeddings, but " + model_name +
+                  " has no projector" + (name == "divprune" ? " (use --opt divprune:space=features)" : ""));
+    }
+    merged.merge(run.needs);
+    runs.push_back(std::move(run));
+  }
+
+  const vision::RgbImage pixels = vision::prepare_pixels(vision::load_image(args.image), model.preprocess_recipe());
+  const vision::EncoderResult encoded = model.encode(vision::normalize(pixels, model.preprocess_recipe()), merged,
+                                                     {.threads = threads});
+  const EncoderOutput view = encoded.view();
+  for (MethodRun& run : runs) {
+    try {
+      run.reduction = run.reducer->reduce(view, budget);
+    } catch (const Error& e) {
+      throw Error("viz: method " + run.name + " failed on " + model_name + ": " + e.what());
+    }
+  }
+
+  // ---- layout: panels of whole-pixel cells in up to four columns, titles above, role counts below
+  const Grid grid = info.grid;
+  PanelLayout layout;
+  layout.cell = std::max(4, static_cast<int>(std::lround(static_cast<double>(args.panel) / std::max(grid.w, grid.h))));
+  layout.size_w = layout.cell * grid.w;
+  layout.size_h = layout.cell * grid.h;
+  const int columns = std::min<int>(4, static_cast<int>(runs.size()));
+  const int rows = (static_cast<int>(runs.size()) + columns - 1) / columns;
+  const int gap = 24, margin = 24, header = 62, title_h = 54, footer_h = 30;
+  const int width = std::max(margin * 2 + columns * layout.size_w + (columns - 1) * gap, 640);
+  const auto n = static_cast<int64_t>(grid.size());
+
+  // ---- legend entries: the roles drawn, pruned, pooling windows, merge neighbourhood
+  std::map<TokenRole, bool> roles_shown;
+  bool any_pruned = false, any_pooled = false, neighbourhood_shown = false;
+  for (const MethodRun& run : runs) {
+    const Reduction& r = run.reduction;
+    const bool pooled = std::any_of(r.roles.begin(), r.roles.end(), [](TokenRole t) { return t == TokenRole::Pooled; });
+    for (TokenRole t : r.roles) roles_shown[t] = true;
+    any_pooled |= pooled;
+    any_pruned |= !pooled && r.kept.size() < static_cast<size_t>(n);
+    neighbourhood_shown |= !pooled && args.neighbourhood >= 0 && static_cast<size_t>(args.neighbourhood) < r.kept.size() &&
+                           static_cast<size_t>(args.neighbourhood) < r.groups.size() &&
+                           r.groups[static_cast<size_t>(args.neighbourhood)].size() > 1;
+  }
+  struct LegendEntry {
+    std::string label;
+    std::function<void(draw::Canvas&, double x, double y)> swatch;  // a 16 px square at (x, y)
+  };
+  std::vector<LegendEntry> legend;
+  for (const auto& [role, shown] : roles_shown) {
+    if (role == TokenRole::Cls || role == TokenRole::Summary || role == TokenRole::Pooled) continue;
+    legend.push_back({std::string(to_string(role)), [c = role_color(role)](draw::Canvas& cv, double x, double y) {
+                        cv.fill_rect(x, y, 16, 16, {120, 120, 120, 255});
+                        cv.outline_rect(x, y, 16, 16, c, 3);
+                      }});
+  }
+  if (any_pooled) {
+    legend.push_back({"pooling window", [](draw::Canvas& cv, double x, double y) {
+                        cv.fill_rect(x, y, 16, 16, {120, 120, 120, 255});
+                        cv.outline_rect(x, y, 16, 16, role_color(TokenRole::Pooled), 2);
+                      }});
+  }
+  if (any_pruned) {
+    legend.push_back({"pruned (dimmed)", [](draw::Canvas& cv, double x, double y) {
+                        cv.fill_rect(x, y, 16, 16, {150, 150, 150, 255});
+                        cv.fill_rect(x, y, 16, 16, kDim);
+                      }});
+  }
+  if (neighbourhood_shown) {
+    legend.push_back({"merged into kept token #" + std::to_string(args.neighbourhood) + " (tinted in its colour)",
+                      [](draw::Canvas& cv, double x, double y) {
+                        cv.fill_rect(x, y, 16, 16, {60, 60, 60, 255});
+                        cv.fill_rect(x, y, 16, 16, {255, 255, 255, 95});
+                        cv.outline_rect(x + 1, y + 1, 14, 14, {255, 255, 255, 210}, 1);
+                      }});
+  }
+  // Entries flow left to right and wrap at the canvas width.
+  constexpr double kLegendText = 14, kLegendRow = 26;
+  std::vector<std::pair<double, int>> legend_at;  // x and row of each entry
+  {
+    const draw::Canvas measure(1, 1);
+    double lx = margin;
+    int row = 0;
+    for (const LegendEntry& e : legend) {
+      const double w = 22 + measure.text_width(e.label, kLegendText);
+      if (lx > margin && lx + w > width - margin) lx = margin, ++row;
+      legend_at.emplace_back(lx, row);
+      lx += w + 22;
+    }
+  }
+  const int legend_rows = legend_at.empty() ? 0 : legend_at.back().second + 1;
+  const int legend_h = static_cast<int>(legend_rows * kLegendRow) + 8;
+  const int height = header + rows * (title_h + layout.size_h + footer_h) + (rows - 1) * gap / 2 + legend_h + margin;
+  draw::Canvas canvas(width, height);
+
+  canvas.text(margin, 34, "vtprune viz \xE2\x80\x94 " + std::filesystem::path(args.image).filename().string(), 22, kInk);
+  canvas.text(margin, 54,
+              model_name + ": " + std::to_string(grid.w) + "\xC3\x97" + std::to_string(grid.h) + " = " + std::to_string(n) +
+                  " patch tokens, budget " + budget.to_string(),
+              14, kMuted);
+  const int x_start = (width - (columns * layout.size_w + (columns - 1) * gap)) / 2;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Reduction& r = runs[i].reduction;
+    const int col = static_cast<int>(i) % columns, row = static_cast<int>(i) / columns;
+    const int x = x_start + col * (layout.size_w + gap);
+    const int y = header + row * (title_h + layout.size_h + footer_h + gap / 2);
+    const auto rows_out = static_cast<int64_t>(r.roles.size());
+    canvas.text(x, y + 24, runs[i].name, 20, kInk);
+    canvas.text(x, y + 45,
+                std::to_string(rows_out) + " of " + std::to_string(n) + " tokens (" +
+                    std::to_string(static_cast<int>(std::lround(100.0 * rows_out / std::max<int64_t>(1, n)))) + "%)",
+                14, kMuted);
+    canvas.blit(draw_panel(pixels, info, r, layout, args.neighbourhood), x, y + title_h);
+    runs[i].panel_x = x, runs[i].panel_y = y + title_h;
+    canvas.text(x, y + title_h + layout.size_h + 20, role_counts(r), 13, kMuted);
+  }
+  const double legend_top = height - margin - legend_h + 8;
+  for (size_t i = 0; i < legend.size(); ++i) {
+    const auto [lx, row] = legend_at[i];
+    const double y = legend_top + row * kLegendRow;
+    legend[i].swatch(canvas, lx, y);
+    canvas.text(lx + 22, y + 13, legend[i].label, kLegendText, kInk);
+  }
+
+  canvas.save_png(args.out);
+  std::printf("wrote %s (%dx%d)\n", args.out.c_str(), canvas.width(), canvas.height());
+  // Per method: counts, where its panel is (cells of `cell` pixels), and the kept patches, so scripts and
+  // tests can relate the picture to the reduction.
+  for (const MethodRun& run : runs) {
+    std::printf("%s: %zu of %lld tokens (%s); panel at %d,%d, %dx%d cells of %d px\n", run.name.c_str(),
+                run.reduction.roles.size(), static_cast<long long>(n), role_counts(run.reduction).c_str(), run.panel_x,
+                run.panel_y, grid.w, grid.h, layout.cell);
+    std::string kept;
+    for (int32_t index : run.reduction.kept) {
+      if (const auto p = patch_of(run.reduction, info, index)) kept += " " + std::to_string(*p);
+    }
+    std::printf("  kept patches:%s\n", kept.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_viz(CLI::App& app, Action& action) {
+  auto args = std::make_shared<VizArgs>();
+  CLI::App* cmd = app.add_subcommand("viz", "Draw what each method keeps on the preprocessed image (PNG)");
+  cmd->add_option("--image", args->image, "input image (JPEG / PNG / BMP)")->required();
+  cmd->add_option("--mmproj", args->mmproj, "llama.cpp mmproj GGUF (LLaVA-1.5 vision tower)");
+  cmd->add_option("--model", args->model, "timm ViT/DeiT: folder with model.safetensors (+ config.json)");
+  cmd->add_option("--methods", args->methods, "methods, comma-separated (see `vtprune methods`)")
+      ->required()
+      ->delimiter(',');
+  cmd->add_option("--budget", args->budget, "token budget: 64 | 0.25 | 25% | all")->capture_default_str();
+  cmd->add_option("--opt", args->options, "method option key=value (to every method that has it) or method:key=value");
+  cmd->add_option("--neighbourhood", args->neighbourhood,
+                  "show the merge neighbourhood of this kept token (index into the kept list; PruMerge, VisionZip)");
+  cmd->add_option("--threads,-t", args->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--panel", args->panel, "approximate size of each image panel in pixels")
+      ->check(CLI::Range(64, 2048))
+      ->capture_default_str();
+  cmd->add_option("--out", args->out, "output PNG")->required();
+  cmd->callback([args, &action] { action = [args] { return run_viz(*args); }; });
+}
+
+}  // namespace vtprune::cli

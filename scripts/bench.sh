@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# End-to-end TTFT benchmark of vtprune against llama.cpp's llama-mtmd-cli, both built from the same pinned
+# llama.cpp source (deps/llama.cpp), on random-weight models of real shapes (CLIP ViT-L/14-336 mmproj with a
+# TinyLlama-1.1B-shape F16 LLM and with a LLaVA-1.5-7B-shape Q4_0 LLM). Speed does not depend on weight
+# values, so random weights measure the same compute as real ones.
+#
+#   scripts/bench.sh                 # build, make models, run both shapes, write docs/bench-*.{md,json,png}
+#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only
+#   BENCH_STEPS=build scripts/bench.sh          # build only (also: models, run)
+#
+# Environment: BENCH_THREADS (default: all cores), BENCH_REPEAT (3), BENCH_MODELS (out/bench-models),
+# BENCH_MAX_LOAD (1.5: waits until the 1-minute load average is below it before measuring).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+LLAMA_DIR="${VTPRUNE_LLAMA_DIR:-$ROOT/deps/llama.cpp}"
+BUILD="${BENCH_BUILD_DIR:-$ROOT/build-bench}"
+MTMD_BUILD="${BENCH_MTMD_BUILD_DIR:-$ROOT/build-mtmd}"
+MODELS="${BENCH_MODELS:-$ROOT/out/bench-models}"
+DOCS="$ROOT/docs"
+THREADS="${BENCH_THREADS:-$(nproc)}"
+REPEAT="${BENCH_REPEAT:-3}"
+SHAPES="${BENCH_SHAPES:-tinyllama llava-7b}"
+STEPS="${BENCH_STEPS:-build models run}"
+MAX_LOAD="${BENCH_MAX_LOAD:-1.5}"
+PROMPT="${BENCH_PROMPT:-What is shown in this image? Answer in one sentence.}"
+
+VTPRUNE="$BUILD/bin/vtprune"
+MTMD_CLI="$MTMD_BUILD/bin/llama-mtmd-cli"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+has_step() { [[ " $STEPS " == *" $1 "* ]]; }
+
+build() {
+  [[ -f "$LLAMA_DIR/CMakeLists.txt" ]] || { log "no llama.cpp at $LLAMA_DIR: run scripts/setup.sh first"; exit 1; }
+  log "building vtprune in $BUILD"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)" --target vtprune
+  # llama-mtmd-cli from the SAME source tree, same codegen (native, OpenMP) as the copy vtprune links.
+  log "building llama-mtmd-cli in $MTMD_BUILD"
+  cmake -S "$LLAMA_DIR" -B "$MTMD_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DMTMD_VIDEO=OFF \
+    -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_CCACHE=OFF >/dev/null
+  cmake --build "$MTMD_BUILD" -j"$(nproc)" --target llama-mtmd-cli
+}
+
+# make_models SHAPE TYPE: DIR/{llm.gguf,mmproj.gguf,image.png}; skipped when present.
+make_models() {
+  local shape="$1" type="$2" dir="$MODELS/$1-$2"
+  if [[ -f "$dir/llm.gguf" && -f "$dir/mmproj.gguf" && -f "$dir/image.png" ]]; then
+    log "models for $shape/$type already in $dir"
+    return
+  fi
+  # the 7B Q4_0 file is ~3.9 GB, the TinyLlama F16 one ~2.2 GB, each mmproj ~0.6 GB
+  local need_gb=3; [[ "$shape" == llava-7b ]] && need_gb=6
+  mkdir -p "$MODELS"
+  local avail_gb
+  avail_gb=$(df -Pk "$MODELS" | awk 'NR==2 {print int($4/1048576)}')
+  if (( avail_gb < need_gb )); then
+    log "only ${avail_gb} GiB free under $MODELS, $shape/$type needs ~${need_gb} GiB: skipping"
+    return 1
+  fi
+  log "writing $shape/$type models to $dir"
+  "$VTPRUNE" make-test-model --out "$dir" --shape "$shape" --type "$type"
+}
+
+wait_for_quiet_machine() {
+  local load
+  for _ in $(seq 1 60); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if awk -v l="$load" -v m="$MAX_LOAD" 'BEGIN { exit !(l < m) }'; then return; fi
+    log "load average $load >= $MAX_LOAD: waiting (other jobs would distort the timings)"
+    sleep 20
+  done
+  log "machine still busy after 20 minutes; measuring anyway (timings will be noisy)"
+}
+
+# run_shape SHAPE TYPE METHODS BUDGETS
+run_shape() {
+  local shape="$1" type="$2" methods="$3" budgets="$4" dir="$MODELS/$1-$2"
+  local name="$shape-$type"
+  mkdir -p "$DOCS"
+  wait_for_quiet_machine
+  local args=(bench -m "$dir/llm.gguf" --mmproj "$dir/mmproj.gguf" --image "$dir/image.png" -p "$PROMPT"
+              --methods "$methods" --budgets "$budgets" --repeat "$REPEAT" --threads "$THREADS" -n 8
+              --json "$DOCS/bench-$name.json" --markdown "$DOCS/bench-$name.md" --chart "$DOCS/bench-ttft-$name.png")
+  [[ -x "$MTMD_CLI" ]] && args+=(--compare-mtmd "$MTMD_CLI")
+  log "vtprune ${args[*]}"
+  "$VTPRUNE" "${args[@]}"
+}
+
+has_step build && build
+for shape in $SHAPES; do
+  case "$shape" in
+    tinyllama)
+      has_step models && make_models tinyllama f16
+      has_step run && run_shape tinyllama f16 \
+        none,hiprune,prumerge,prumerge_plus,visionzip,fastervlm,divprune,dfmr,pool,random 576,192,128,64
+      ;;
+    llava-7b)
+      # ~30-60 s per 7B prefill of ~600 tokens on 2 cores: few methods, two budgets
+      has_step models && make_models llava-7b q4_0
+      has_step run && run_shape llava-7b q4_0 none,hiprune,prumerge,fastervlm 576,64
+      ;;
+    *) log "unknown shape $shape (tinyllama | llava-7b)"; exit 1 ;;
+  esac
+done
+# The README's chart: the TinyLlama breakdown (the 7B one sits beside it).
+[[ -f "$DOCS/bench-ttft-tinyllama-f16.png" ]] && cp "$DOCS/bench-ttft-tinyllama-f16.png" "$DOCS/bench-ttft.png"
+log "done: $DOCS/bench-*"

@@ -1,0 +1,136 @@
+// vtprune bench: end-to-end TTFT of every method x budget on one LLaVA-style GGUF pair, with per-stage
+// medians and spreads, the ideal (FLOP-count) speed-up beside the measured one, an encoder-only comparison
+// (no taps / each method's taps / llama.cpp's own graph), and optionally llama.cpp's llama-mtmd-cli run on
+// the same files, image and prompt.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace vtprune::bench {
+
+// Median and range of repeated measurements.
+struct Spread {
+  double median = 0, min = 0, max = 0;
+  int n = 0;
+};
+Spread spread(std::vector<double> values);
+
+// ---- FLOP model -------------------------------------------------------------------------------------------
+// Read from the GGUF files' tensor shapes and metadata (any llama-architecture LLM, any LLaVA mmproj), so the
+// counts follow the files actually benchmarked. Multiply-add = 2 FLOPs; norms, activations and softmax are
+// left out (they are < 1% at these widths).
+struct FlopModel {
+  // vision tower
+  int64_t vit_patches = 0, vit_tokens = 0, vit_dim = 0, vit_stored_layers = 0;
+  int64_t vit_block_params = 0;   // weights of one block (q, k, v, out, fc1, fc2)
+  int64_t patch_embd_params = 0;  // 3 * p * p * D
+  int64_t projector_params = 0;   // mm.0 + mm.2 weights
+  // LLM
+  int64_t llm_layers = 0, llm_embd = 0, llm_heads = 0, llm_head_dim = 0, llm_vocab = 0;
+  int64_t llm_block_params = 0;   // all blk.* weights, all layers
+
+  double vit_flops(int layers_run) const;     // patch embedding + `layers_run` blocks on all tokens
+  double projector_flops(int64_t rows) const;
+  // Causal prefill of n positions: 2 x block params x n + attention (QK^T and AV over the causal triangle)
+  // + the output head on the last position only.
+  double prefill_flops(int64_t n_positions) const;
+};
+FlopModel read_flop_model(const std::filesystem::path& llm_gguf, const std::filesystem::path& mmproj_gguf);
+
+// ---- llama-mtmd-cli ----------------------------------------------------------------------------------------
+struct MtmdRun {
+  double ttft_ms = 0;          // after model load: image file -> first generated token (log timestamps)
+  double encode_ms = 0;        // "mtmd batch encoding done in N ms" / "image slice encoded in N ms"
+  double image_decode_ms = 0;  // "image decoded (batch i/n) in N ms", summed
+  int n_prompt_tokens = 0;     // llama_perf "prompt eval time = ... / N tokens"
+  int64_t peak_rss_bytes = 0;  // the child's ru_maxrss
+};
+struct MtmdCommand {
+  std::string binary, llm, mmproj, image, prompt;
+  int threads = 1, n_ctx = 4096, n_batch = 2048;
+};
+std::vector<std::string> mtmd_argv(const MtmdCommand& command);
+// Runs the binary once (stdout+stderr captured); throws Error with the tail of its output on failure.
+MtmdRun run_mtmd_cli(const MtmdCommand& command);
+// Parses llama-mtmd-cli's --log-jsonl --log-timestamps output. Throws Error naming what is missing.
+MtmdRun parse_mtmd_log(const std::string& jsonl_output);
+
+// ---- the benchmark -----------------------------------------------------------------------------------------
+struct BenchParams {
+  std::string llm_path, mmproj_path, image_path;
+  std::string prompt = "What is shown in this image? Answer in one sentence.";
+  std::vector<std::string> methods{"none", "hiprune"};
+  std::vector<std::string> budgets{"576", "192", "128", "64"};
+  int repeat = 3;
+  int threads = 0;      // 0 = all cores
+  int n_predict = 8;
+  int n_ctx = 4096;
+  int warmup = 1;       // unmeasured full runs first (page cache, allocator, OpenMP pool)
+  bool encoder_bench = true;
+  std::string mtmd_cli;  // empty: no comparison
+  std::string command_line;  // recorded in the report
+  std::function<void(const std::string&)> progress;  // one line per finished run
+};
+
+struct Row {
+  std::string method, budget;
+  int64_t tokens_in = 0, tokens_kept = 0;
+  int n_prompt_tokens = 0, n_generated = 0;
+  int64_t kv_bytes = 0;           // llama_state_seq_get_size after prefill (KV cells in use + a small header)
+  int64_t kv_bytes_analytic = 0;  // bytes per token x prompt positions
+  int64_t peak_rss_bytes = 0;     // VmHWM of this process over this configuration's runs (models included)
+  Spread image_decode_ms, preprocess_ms, encode_ms, reduce_ms, project_ms, prefill_ms, ttft_ms, decode_tok_s;
+  int vit_layers_run = 0;
+  double flops_vit = 0, flops_projector = 0, flops_prefill = 0;
+  double flops_total() const { return flops_vit + flops_projector + flops_prefill; }
+  double ideal_speedup = 0;     // FLOPs(none) / FLOPs(this)
+  double measured_speedup = 0;  // median TTFT(none) / median TTFT(this)
+  std::optional<double> ttft_vs_mtmd;  // median TTFT / llama-mtmd-cli median TTFT
+};
+
+struct EncoderRow {
+  std::string name;     // "ViT, no taps", "ViT, hiprune taps", ..., "ViT + projector, ours", "llama-mtmd-cli"
+  int layers = 0;
+  bool like_mtmd = false;  // ViT + projector on all N rows: the span llama-mtmd-cli's encode time covers
+  Spread ms;            // wall time of one encode (graph build + compute + read-back)
+  double per_layer_ms = 0;
+  std::optional<double> vs_mtmd;     // median / llama-mtmd-cli's median
+  std::optional<double> vs_no_taps;  // median / our no-taps median
+};
+
+struct MtmdSummary {
+  std::vector<std::string> argv;
+  Spread ttft_ms, encode_ms, image_decode_ms;
+  int n_prompt_tokens = 0;
+  int64_t peak_rss_bytes = 0;
+  int vit_layers_run = 0;
+};
+
+struct BenchReport {
+  BenchParams params;
+  int threads = 0;
+  std::string cpu, system_info;
+  double load_before = 0, load_after = 0;
+  FlopModel flops;
+  std::vector<Row> rows;
+  std::vector<EncoderRow> encoder;
+  std::optional<MtmdSummary> mtmd;
+};
+
+BenchReport run_bench(const BenchParams& params);
+
+nlohmann::json to_json(const BenchReport& report);
+std::string to_markdown(const BenchReport& report);
+// The TTFT breakdown as stacked bars (one per method/budget, llama-mtmd-cli last). Throws Error when vtprune
+// was built without the draw library.
+void save_ttft_chart(const BenchReport& report, const std::filesystem::path& png);
+bool chart_available();
+
+}  // namespace vtprune::bench

@@ -1,0 +1,158 @@
+// `vtprune viz` end to end on a generated tiny LLaVA-shaped model: the PNG is written at the size the
+// layout implies, kept cells keep the image's brightness while pruned cells are dimmed, and a method that
+// cannot run on the model is one clear error naming it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <regex>
+#include <sstream>
+
+#include "test_support.h"
+#include "vtprune/vision.h"
+
+namespace vtprune {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct PanelInfo {
+  std::string method;
+  int x = 0, y = 0, grid_w = 0, grid_h = 0, cell = 0;
+  std::vector<int> kept;
+};
+
+// Parses viz's per-method lines: "NAME: ... panel at X,Y, WxH cells of C px" then "  kept patches: ...".
+std::vector<PanelInfo> parse_panels(const std::string& output) {
+  std::vector<PanelInfo> panels;
+  std::istringstream lines(output);
+  std::string line;
+  const std::regex panel_line(R"(^(\w+): .*panel at (\d+),(\d+), (\d+)x(\d+) cells of (\d+) px$)");
+  while (std::getline(lines, line)) {
+    std::smatch m;
+    if (std::regex_match(line, m, panel_line)) {
+      panels.push_back({m[1], std::stoi(m[2]), std::stoi(m[3]), std::stoi(m[4]), std::stoi(m[5]), std::stoi(m[6]), {}});
+    } else if (line.rfind("  kept patches:", 0) == 0 && !panels.empty()) {
+      std::istringstream ids(line.substr(15));
+      for (int p; ids >> p;) panels.back().kept.push_back(p);
+    }
+  }
+  return panels;
+}
+
+class Viz : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_dir_ = new fs::path(test::temp_dir("viz-model"));
+    std::string out;
+    ASSERT_EQ(test::run_command(test::vtprune_binary().string() + " make-test-model --shape tiny --out " +
+                                    model_dir_->string(), &out), 0) << out;
+  }
+  static void TearDownTestSuite() {
+    delete model_dir_;
+    model_dir_ = nullptr;
+  }
+  static std::string viz(const std::string& args, int* rc) {
+    std::string out;
+    *rc = test::run_command(test::vtprune_binary().string() + " viz --mmproj " + (*model_dir_ / "mmproj.gguf").string() +
+                                " --image " + (*model_dir_ / "image.png").string() + " --threads 1 " + args,
+                            &out);
+    return out;
+  }
+  static fs::path* model_dir_;
+};
+fs::path* Viz::model_dir_ = nullptr;
+
+TEST_F(Viz, DrawsKeptUntouchedAndPrunedDimmed) {
+  const fs::path png = test::temp_dir("viz") / "viz.png";
+  int rc = 0;
+  const std::string out = viz("--methods hiprune,prumerge_plus,pool,visionzip --budget 64 --opt layer=-2 "
+                              "--panel 240 --out " + png.string(), &rc);
+  ASSERT_EQ(rc, 0) << out;
+  const vision::RgbImage img = vision::load_image(png);
+  const auto panels = parse_panels(out);
+  ASSERT_EQ(panels.size(), 4u) << out;
+  // Four panels of 24 x 10-px cells side by side: the canvas holds them all.
+  for (const auto& p : panels) {
+    EXPECT_EQ(p.grid_w, 24);
+    EXPECT_EQ(p.cell, 10);
+    EXPECT_LE(p.x + p.grid_w * p.cell, img.width) << p.method;
+    EXPECT_LE(p.y + p.grid_h * p.cell, img.height) << p.method;
+  }
+  EXPECT_GE(img.width, 4 * 240);
+  EXPECT_LT(img.height, 600);
+
+  // What each panel shows before any marking: the model's preprocessing (a square 336 px image is left as
+  // it is by LLaVA's pad-to-square), resized to the panel.
+  vision::Preprocess llava;
+  llava.kind = vision::Preprocess::Kind::LlavaPadSquare;
+  llava.image_size = 336;
+  const vision::RgbImage reference =
+      vision::resize_bicubic(vision::prepare_pixels(vision::load_image(*model_dir_ / "image.png"), llava), 240, 240);
+  const auto luminance = [](const vision::RgbImage& im, int x, int y) {
+    return 0.299 * im.at(x, y, 0) + 0.587 * im.at(x, y, 1) + 0.114 * im.at(x, y, 2);
+  };
+  for (const auto& p : panels) {
+    if (p.method == "pool") continue;  // pooling keeps every patch in some window: nothing is dimmed
+    ASSERT_FALSE(p.kept.empty()) << p.method;
+    std::vector<bool> kept(static_cast<size_t>(p.grid_w * p.grid_h), false);
+    for (int k : p.kept) kept[static_cast<size_t>(k)] = true;
+    int kept_ok = 0, pruned_ok = 0, kept_n = 0, pruned_n = 0;
+    for (int c = 0; c < p.grid_w * p.grid_h; ++c) {
+      // The cell's centre pixel lies inside any outline: untouched when kept, dimmed when pruned.
+      const int rx = (c % p.grid_w) * p.cell + p.cell / 2, ry = (c / p.grid_w) * p.cell + p.cell / 2;
+      const double shown = luminance(img, p.x + rx, p.y + ry), original = luminance(reference, rx, ry);
+      if (kept[static_cast<size_t>(c)]) {
+        ++kept_n;
+        kept_ok += std::abs(shown - original) <= 3.0;
+      } else {
+        ++pruned_n;
+        pruned_ok += shown <= 0.5 * original + 3.0;
+      }
+    }
+    EXPECT_EQ(kept_ok, kept_n) << p.method << ": kept cells should show the image unchanged";
+    EXPECT_EQ(pruned_ok, pruned_n) << p.method << ": pruned cells should be dimmed";
+    EXPECT_GT(pruned_n, kept_n) << p.method;
+  }
+}
+
+TEST_F(Viz, NeighbourhoodIsTinted) {
+  const fs::path plain = test::temp_dir("viz") / "plain.png", tinted = test::temp_dir("viz") / "tinted.png";
+  int rc = 0;
+  const std::string args = "--methods prumerge_plus --budget 64 --opt layer=-2 --panel 240 ";
+  const std::string first = viz(args + "--out " + plain.string(), &rc);
+  ASSERT_EQ(rc, 0) << first;
+  const std::string out = viz(args + "--neighbourhood 0 --out " + tinted.string(), &rc);
+  ASSERT_EQ(rc, 0) << out;
+  const auto a = vision::load_image(plain), b = vision::load_image(tinted);
+  const auto panels = parse_panels(out);
+  ASSERT_EQ(panels.size(), 1u) << out;
+  const PanelInfo& p = panels[0];
+  // Same panel place in both (only the legend grows); the neighbourhood changes pixels inside it.
+  ASSERT_EQ(parse_panels(first).at(0).y, p.y);
+  size_t differ = 0;
+  for (int y = p.y; y < p.y + p.grid_h * p.cell; ++y) {
+    for (int x = p.x; x < p.x + p.grid_w * p.cell; ++x) {
+      for (int c = 0; c < 3; ++c) differ += a.at(x, y, c) != b.at(x, y, c);
+    }
+  }
+  EXPECT_GT(differ, 500u) << "the merge neighbourhood of kept token 0 should be tinted";
+  EXPECT_NE(out.find("prumerge_plus"), std::string::npos);
+}
+
+TEST_F(Viz, MethodThatCannotRunIsNamed) {
+  const fs::path png = test::temp_dir("viz") / "viz.png";
+  int rc = 0;
+  // PruMerge's default layer is the last (23), which a LLaVA mmproj does not store.
+  const std::string out = viz("--methods hiprune,prumerge --budget 64 --out " + png.string(), &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("prumerge"), std::string::npos) << out;
+  EXPECT_NE(out.find("layer"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(png));
+
+  const std::string unknown = viz("--methods hiprune --budget 64 --opt nonesuch=1 --out " + png.string(), &rc);
+  EXPECT_EQ(rc, 1) << unknown;
+  EXPECT_NE(unknown.find("nonesuch"), std::string::npos) << unknown;
+}
+
+}  // namespace
+}  // namespace vtprune
