@@ -8,7 +8,11 @@
 #   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only
 #   BENCH_STEPS=build scripts/bench.sh          # build only (also: models, run)
 #
-# Environment: BENCH_THREADS (default: all cores), BENCH_REPEAT (3), BENCH_MODELS (out/bench-models),
+# PruMerge(+) tap the last layer by default (layer=-1), which llama.cpp's LLaVA mmproj files do not store (the
+# converter drops it), so they run with layer=-2 here (the last stored block).
+#
+# Environment: BENCH_THREADS (default: all cores; use 1 when other jobs share the machine: ggml's threads
+# busy-wait, so a contended 2-thread run can be several times slower and very noisy), BENCH_REPEAT (3), BENCH_MODELS (out/bench-models),
 # BENCH_MAX_LOAD (1.5: waits until the 1-minute load average is below it before measuring).
 set -euo pipefail
 
@@ -97,12 +101,12 @@ for shape in $SHAPES; do
     tinyllama)
       has_step models && make_models tinyllama f16
       has_step run && run_shape tinyllama f16 \
-        none,hiprune,prumerge,prumerge_plus,visionzip,fastervlm,divprune,dfmr,pool,random 576,192,128,64
+        none,hiprune,prumerge:layer=-2,prumerge_plus:layer=-2,visionzip,fastervlm,divprune,dfmr,pool,random 576,192,128,64
       ;;
     llava-7b)
       # ~30-60 s per 7B prefill of ~600 tokens on 2 cores: few methods, two budgets
       has_step models && make_models llava-7b q4_0
-      has_step run && run_shape llava-7b q4_0 none,hiprune,prumerge,fastervlm 576,64
+      has_step run && run_shape llava-7b q4_0 none,hiprune,prumerge:layer=-2,fastervlm 576,64
       ;;
     *) log "unknown shape $shape (tinyllama | llava-7b)"; exit 1 ;;
   esac

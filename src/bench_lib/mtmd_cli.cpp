@@ -71,7 +71,7 @@ std::vector<std::string> mtmd_argv(const MtmdCommand& c) {
           // the same threads, context and (u)batch as vtprune's session (one image = one ubatch)
           "-t", std::to_string(c.threads), "-tb", std::to_string(c.threads), "-c", std::to_string(c.n_ctx),
           "-b", std::to_string(c.n_batch), "-ub", std::to_string(c.n_batch),
-          "--log-jsonl", "--log-timestamps", "--simple-io"};
+          "--log-jsonl", "--log-timestamps"};
 }
 
 MtmdRun parse_mtmd_log(const std::string& output) {
@@ -90,14 +90,18 @@ MtmdRun parse_mtmd_log(const std::string& output) {
     const std::string msg = entry["msg"].get<std::string>();
     const double t_ms = entry["time"].get<double>() / 1000.0;
     if (msg.find("main: loading model") != std::string::npos) t_start = t_ms;
-    if (const double v = number_after(msg, encoded); v >= 0) run.encode_ms += v;
+    if (const double v = number_after(msg, encoded); v >= 0) {
+      run.encode_ms += v;
+      after_image = true;  // this build logs no per-batch "image decoded" line: the encode line anchors the image
+      prompt_ended = false;
+    }
     if (const double v = number_after(msg, decoded); v >= 0) {
       run.image_decode_ms += v;
       after_image = true;
       prompt_ended = false;
     }
     if (const double v = number_after(msg, prompt_tokens); v >= 0) run.n_prompt_tokens = static_cast<int>(v);
-    // after the image: the suffix is decoded silently, eval_message() logs "\n", then the first piece
+    // after the image: image rows and suffix are decoded silently, eval_message() logs "\n", then the first piece
     if (after_image && t_first < 0 && entry.value("level", "") == "none") {
       if (prompt_ended) {
         t_first = t_ms;

@@ -140,7 +140,7 @@ std::string to_markdown(const BenchReport& r) {
   std::ostringstream md;
   md << "### TTFT by method and budget\n\n";
   md << "`" << p.command_line << "`\n\n";
-  md << "CPU: " << r.cpu << ", " << r.threads << " threads; load average " << f("%.2f", r.load_before) << " before, "
+  md << "CPU: " << r.cpu << ", " << r.threads << (r.threads == 1 ? " thread" : " threads") << "; load average " << f("%.2f", r.load_before) << " before, "
      << f("%.2f", r.load_after) << " after. Median (min–max) of " << p.repeat << " runs, interleaved, after "
      << p.warmup << " warm-up run(s). Random weights: speed does not depend on weight values. "
      << "ViT: " << m.vit_stored_layers << " stored blocks, D = " << m.vit_dim << ", " << m.vit_tokens
@@ -180,7 +180,7 @@ std::string to_markdown(const BenchReport& r) {
   }
 
   if (!r.encoder.empty()) {
-    md << "\n### Encoder alone (same mmproj, same image, " << r.threads << " threads)\n\n";
+    md << "\n### Encoder alone (same mmproj, same image, " << r.threads << (r.threads == 1 ? " thread" : " threads") << ")\n\n";
     md << "| encoder | blocks run | ms | ms / block | vs llama-mtmd-cli | vs no taps |\n|---|---|---|---|---|---|\n";
     for (const EncoderRow& e : r.encoder) {
       md << "| " << e.name << " | " << e.layers << " | " << ms_cell(e.ms, "%.0f") << " | " << f("%.1f", e.per_layer_ms)

@@ -48,6 +48,44 @@ bool jpeg_truncated(std::span<const uint8_t> bytes) {
   return true;
 }
 
+// stb_image 2.27 (Debian's libstb) writes past its 257-entry Huffman size table when a DHT segment declares
+// more than 256 codes (fixed upstream in 2.28). Every DHT table is checked before stb sees the file: counts
+// summing to at most 256 and fitting in their segment. Walks the marker segments, skipping entropy-coded
+// data after each SOS (DHT may also come between progressive scans).
+bool jpeg_huffman_tables_valid(std::span<const uint8_t> bytes) {
+  size_t i = 2;  // after SOI
+  while (i + 1 < bytes.size()) {
+    if (bytes[i] != 0xFF) {  // entropy-coded data: advance to the next marker
+      ++i;
+      continue;
+    }
+    const uint8_t m = bytes[i + 1];
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // stuffed zero, TEM, RSTn: no length
+      i += 2;
+      continue;
+    }
+    if (m == 0xD9) return true;  // EOI
+    if (i + 3 >= bytes.size()) return true;  // cut short: stb reports that itself
+    const size_t length = (size_t{bytes[i + 2]} << 8) | bytes[i + 3];
+    if (m == 0xC4) {
+      // As stb reads it: tables until the declared length is used up, bytes past the end of the file as 0.
+      const auto byte_at = [&](size_t k) -> size_t { return k < bytes.size() ? bytes[k] : 0; };
+      for (size_t t = i + 4; t < i + 2 + length && t < bytes.size();) {
+        size_t codes = 0;
+        for (size_t k = 1; k <= 16; ++k) codes += byte_at(t + k);
+        if (codes > 256) return false;
+        t += 17 + codes;
+      }
+    }
+    i += 2 + length;
+  }
+  return true;
+}
+
 // ---- Pillow's resampling (libImaging/Resample.c), 8 bits per channel.
 constexpr int kPrecisionBits = 32 - 8 - 2;
 
@@ -160,6 +198,10 @@ RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& name, c
   if (bytes.size() > static_cast<size_t>(INT32_MAX)) throw Error("image " + name + ": file too large to decode");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
+  // Before stb reads anything: stbi_info already builds the Huffman tables it meets before the frame header.
+  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_huffman_tables_valid(bytes)) {
+    throw Error("image " + name + ": corrupt JPEG (a Huffman table declares more than 256 codes)");
+  }
   int w = 0, h = 0, channels = 0;
   // Dimensions first: a small file can declare gigapixels (decompression bomb).
   if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {
@@ -238,10 +280,24 @@ RgbImage expand_to_square(const RgbImage& image, std::array<uint8_t, 3> backgrou
 RgbImage prepare_pixels(const RgbImage& image, const Preprocess& recipe) {
   check_image(image, "preprocess");
   const int size = recipe.image_size;
+  // Extreme aspect ratios blow up the intermediate image (found by fuzzing: a 7 x 459013 BMP resizes to
+  // 32 x 2.1M for timm and pads to a 459013^2 square for LLaVA; a 9 x 15108 one to a 228-Mpixel square):
+  // an Error, not a huge allocation. 2^26 pixels = an 8192 x 8192 padded square.
+  constexpr double kMaxIntermediatePixels = double(int64_t{1} << 26);
+  const auto check_intermediate = [&](double w, double h, const char* step) {
+    if (w * h > kMaxIntermediatePixels) {
+      throw Error(std::string("preprocess: ") + step + " of a " + dims(image.width, image.height) + " image would need " +
+                  std::to_string(static_cast<int64_t>(w)) + "x" + std::to_string(static_cast<int64_t>(h)) +
+                  " pixels (aspect ratio too extreme)");
+    }
+  };
   switch (recipe.kind) {
     case Preprocess::Kind::TimmCenterCrop: {
       // torchvision Resize(int): shorter side -> resize_shorter, longer side int(s * long / short).
       const int shorter = recipe.resize_shorter;
+      const double long_side = static_cast<double>(shorter) * std::max(image.width, image.height) /
+                               std::min(image.width, image.height);
+      check_intermediate(shorter, long_side, "resizing the shorter side");
       int w = shorter, h = shorter;
       if (image.width <= image.height) {
         h = static_cast<int>(static_cast<double>(shorter) * image.height / image.width);
@@ -251,6 +307,8 @@ RgbImage prepare_pixels(const RgbImage& image, const Preprocess& recipe) {
       return center_crop(resize_bicubic(image, w, h), size, size);
     }
     case Preprocess::Kind::LlavaPadSquare: {
+      const double side = std::max(image.width, image.height);
+      check_intermediate(side, side, "padding to a square");
       // LLaVA: background = tuple(int(x * 255) for x in image_mean).
       std::array<uint8_t, 3> bg{};
       for (int c = 0; c < 3; ++c) bg[c] = static_cast<uint8_t>(std::clamp(static_cast<int>(recipe.mean[c] * 255), 0, 255));

@@ -73,6 +73,11 @@ class SafetensorsFile {
         throw Error(where + " lacks dtype / shape / data_offsets");
       }
       TensorEntry e;
+      // Integers only: nlohmann converts a float such as 2e88 to an integer type with undefined behaviour.
+      const auto all_integers = [](const json& a) {
+        return a.is_array() && std::all_of(a.begin(), a.end(), [](const json& x) { return x.is_number_integer(); });
+      };
+      if (!all_integers(v.at("shape")) || !all_integers(v.at("data_offsets"))) throw Error(where + " has a malformed entry");
       try {
         e.dtype = v.at("dtype").get<std::string>();
         e.shape = v.at("shape").get<std::vector<int64_t>>();

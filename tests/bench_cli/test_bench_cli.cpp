@@ -125,6 +125,13 @@ TEST(bench_mtmd, ParsesJsonlLog) {
   EXPECT_DOUBLE_EQ(run.ttft_ms, 5901.0);
   EXPECT_EQ(run.n_prompt_tokens, 617);
   EXPECT_THROW(vtprune::bench::parse_mtmd_log("not a log\n"), vtprune::Error);
+  // the pinned build logs no "image decoded" line: the encode line anchors the image, and the piece may be empty
+  const std::string pinned =
+      R"({"type":"log","time":3724366,"level":"info","msg":"main: loading model: llm.gguf\n"})" "\n"
+      R"({"type":"log","time":9461740,"level":"info","msg":"mtmd batch encoding done in 5214 ms\n"})" "\n"
+      R"({"type":"log","time":24136746,"level":"none","msg":"\n"})" "\n"
+      R"({"type":"log","time":24137123,"level":"none","msg":""})" "\n";
+  EXPECT_NEAR(vtprune::bench::parse_mtmd_log(pinned).ttft_ms, 20412.757, 1e-6);
 }
 
 TEST(bench_flops, MatchesHandCountOnTinyModel) {

@@ -355,6 +355,8 @@ TEST(CorruptTimm, BrokenHeaders) {
       {"offsets reversed", replace("\"data_offsets\":[0,", "\"data_offsets\":[999999,")},
       {"offsets past the data", replace("\"data_offsets\":[0,", "\"data_offsets\":[1000000000000,")},
       {"three offsets", replace("\"data_offsets\":[0,", "\"data_offsets\":[0,0,")},
+      {"offsets as floats", replace("\"data_offsets\":[0,", "\"data_offsets\":[2e88,")},
+      {"shape as floats", replace("\"shape\":[1,5,8]", "\"shape\":[1,5.5,8]")},
       {"dtype I64", replace("\"dtype\":\"F32\"", "\"dtype\":\"I64\"")},
       {"dtype F64", replace("\"dtype\":\"F32\"", "\"dtype\":\"F64\"")},
       {"dtype a number", replace("\"dtype\":\"F32\"", "\"dtype\":7")},
