@@ -53,7 +53,11 @@ bool jpeg_truncated(std::span<const uint8_t> bytes) {
 // summing to at most 256 and fitting in their segment. Walks the marker segments, skipping entropy-coded
 // data after each SOS (DHT may also come between progressive scans).
 bool jpeg_huffman_tables_valid(std::span<const uint8_t> bytes) {
-  size_t i = 2;  // after SOI
+  // stb takes any number of 0xFF fill bytes before SOI (FF FF FF D8 is a JPEG to it).
+  size_t i = 0;
+  while (i < bytes.size() && bytes[i] == 0xFF) ++i;
+  if (i == 0 || i >= bytes.size() || bytes[i] != 0xD8) return true;  // not a JPEG: nothing to check
+  ++i;  // after SOI
   while (i + 1 < bytes.size()) {
     if (bytes[i] != 0xFF) {  // entropy-coded data: advance to the next marker
       ++i;
@@ -199,7 +203,7 @@ RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& name, c
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
   // Before stb reads anything: stbi_info already builds the Huffman tables it meets before the frame header.
-  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_huffman_tables_valid(bytes)) {
+  if (!jpeg_huffman_tables_valid(bytes)) {
     throw Error("image " + name + ": corrupt JPEG (a Huffman table declares more than 256 codes)");
   }
   int w = 0, h = 0, channels = 0;

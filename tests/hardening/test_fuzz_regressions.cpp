@@ -57,9 +57,10 @@ TEST(FuzzRegressions, ImageInputsEndInAnError) {
 
 // stb_image 2.27 wrote past its Huffman size table for a DHT segment declaring more than 256 codes
 // (found by fuzz_image; UBSan: index 257 out of bounds for 'stbi_uc[257]'). decode_image now rejects it.
-// Two variants: the table after the frame header (hit by stbi_load) and before it (hit by stbi_info).
+// Three variants: the table after the frame header (hit by stbi_load), before it (hit by stbi_info), and
+// after 0xFF fill bytes ahead of SOI (which stb accepts as a JPEG).
 TEST(FuzzRegressions, JpegHuffmanTableOver256CodesIsRejected) {
-  for (const char* file : {"stb_dht_over_256_codes.jpg", "stb_dht_before_frame_header.jpg"}) {
+  for (const char* file : {"stb_dht_over_256_codes.jpg", "stb_dht_before_frame_header.jpg", "stb_dht_after_fill_bytes.jpg"}) {
     const auto bytes = read(regressions("fuzz_image") / file);
     ASSERT_FALSE(bytes.empty()) << file;
     try {
