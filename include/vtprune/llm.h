@@ -1,8 +1,9 @@
 // vtprune::llm — a thin, honest wrapper over libllama for LLaVA-style generation.
 //
 // A prompt is a list of chunks: text (tokenised by the model's vocabulary), token ids, or rows of input
-// embeddings (projected image tokens). Each chunk is decoded as its own llama_decode batch(es) with
-// contiguous positions, so pruned image tokens are renumbered, as the reference implementations do.
+// embeddings (projected image tokens), decoded with contiguous positions, so pruned image tokens are
+// renumbered, as the reference implementations do. A mixed prompt is one batch of embedding rows where the
+// architecture allows it (SessionParams::text_as_embeddings), else one llama_decode per chunk.
 // Every failure is a vtprune::Error naming the file, the chunk and the shapes involved.
 #pragma once
 
@@ -23,6 +24,12 @@ struct SessionParams {
   int n_batch = 2048;   // logical = physical batch; keep it >= image tokens so one image is one ubatch
   int threads = 0;      // 0 = std::thread::hardware_concurrency()
   bool verbose = false; // forward libllama / ggml log lines to stderr (default: captured, shown only in errors)
+  // A prompt that mixes text and embedding rows is decoded as ONE batch of embeddings: text tokens are
+  // looked up in the file's token_embd table (dequantised as ggml_get_rows does), which is exactly what the
+  // model's input layer computes. libllama cannot mix tokens and embeddings in one batch, and three small
+  // decodes (prefix, image, suffix) stream every weight three times. Used for `llama`-architecture files,
+  // whose input layer is that lookup alone; false (or other architectures): one decode per chunk.
+  bool text_as_embeddings = true;
 };
 
 struct SamplingParams {
@@ -56,7 +63,10 @@ struct ChunkTiming {
 struct PrefillResult {
   int n_tokens = 0;                  // prompt length in positions (text tokens incl. BOS + embedding rows)
   double ms = 0.0;                   // tokenisation + all prefill decodes
-  std::vector<ChunkTiming> chunks;   // one per prompt chunk, in order
+  // One per decode group, in order: one per prompt chunk, or a single `embeddings` entry covering the whole
+  // prompt when it was decoded as one batch (single_batch).
+  std::vector<ChunkTiming> chunks;
+  bool single_batch = false;
   int64_t kv_bytes = 0;              // llama_state_seq_get_size(ctx, 0) after prefill
 };
 
@@ -87,7 +97,8 @@ using PieceCallback = std::function<void(std::string_view piece)>;
 class Session {
  public:
   // Loads any GGUF libllama can load (any quantisation). Throws Error for a missing / unreadable / corrupt
-  // file or a context that cannot be created; the message includes libllama's own error lines.
+  // file or a context that cannot be created; the message includes libllama's own error lines. Defects
+  // libllama would abort on (block_count outside 1..512, integer weight tensors) are checked first.
   Session(const std::string& model_path, const SessionParams& params = {});
   ~Session();
   Session(Session&&) noexcept;
@@ -108,6 +119,8 @@ class Session {
   int32_t eos() const;
   // Bytes the KV cache holds per token (F16 K and V, all layers): 2 x n_layer x n_embd_k_gqa x 2.
   int64_t kv_bytes_per_token() const;
+  // Whether a mixed text + embeddings prompt is decoded as one batch (see SessionParams).
+  bool decodes_text_as_embeddings() const;
 
   std::vector<int32_t> tokenize(std::string_view text, bool add_special) const;
   std::string token_to_piece(int32_t token) const;

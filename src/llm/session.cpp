@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "llama_handles.h"
+#include "model_file.h"
 #include "vtprune/llm.h"
 
 namespace vtprune::llm {
@@ -72,6 +73,8 @@ struct Session::Impl {
   ggml_type type_k = GGML_TYPE_F16;
   ggml_type type_v = GGML_TYPE_F16;
   int n_ctx = 0;  // enforced context: the requested n_ctx (libllama pads its KV allocation, e.g. to 256)
+  detail::TokenEmbeddingTable token_embeddings;
+  bool text_as_embeddings = false;  // decode mixed prompts as one batch of embedding rows
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -143,6 +146,7 @@ Session::Session(const std::string& model_path, const SessionParams& params) : i
   if (!std::filesystem::is_regular_file(model_path, ec)) {
     throw Error("LLM model file not found: " + model_path);
   }
+  const detail::LlmFileFacts facts = detail::inspect_llm_file(model_path);
   llama_model_params model_params = llama_model_default_params();
   s.model.reset(llama_model_load_from_file(model_path.c_str(), model_params));
   if (!s.model) {
@@ -173,6 +177,13 @@ Session::Session(const std::string& model_path, const SessionParams& params) : i
   }
   const int allocated = static_cast<int>(llama_n_ctx(s.ctx.get()));
   s.n_ctx = params.n_ctx > 0 ? std::min(params.n_ctx, allocated) : allocated;
+
+  // The llama architecture's input layer is the token_embd lookup alone (no scaling, no extra inputs), so
+  // a looked-up row is what the model itself would compute for that token.
+  s.token_embeddings = facts.token_embeddings;
+  s.text_as_embeddings = params.text_as_embeddings && facts.architecture == "llama" &&
+                         facts.has_token_embeddings && s.token_embeddings.n_embd == n_embd_inp() &&
+                         s.token_embeddings.n_vocab == n_vocab();
 }
 
 Session::~Session() = default;
@@ -191,6 +202,7 @@ int Session::n_batch() const { return static_cast<int>(llama_n_batch(impl_->ctx.
 int32_t Session::bos() const { return llama_vocab_bos(impl_->vocab); }
 int32_t Session::eos() const { return llama_vocab_eos(impl_->vocab); }
 int64_t Session::kv_bytes_per_token() const { return impl_->kv_bytes_per_token(); }
+bool Session::decodes_text_as_embeddings() const { return impl_->text_as_embeddings; }
 
 std::vector<int32_t> Session::tokenize(std::string_view text, bool add_special) const {
   std::vector<llama_token> tokens(text.size() + 2);
@@ -281,6 +293,34 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt) {
   llama_memory_clear(llama_get_memory(s.ctx.get()), /*data=*/true);
 
   PrefillResult result;
+  const bool has_embeddings = total_embd > 0;
+  if (s.text_as_embeddings && has_embeddings && total_text > 0) {
+    // One batch: every chunk becomes embedding rows (text through the token_embd table).
+    const auto decode_start = Clock::now();
+    std::vector<float> rows(static_cast<size_t>(total) * n_embd);
+    size_t row = 0;
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      float* dst = rows.data() + row * n_embd;
+      if (prompt[i].kind == Chunk::Kind::embeddings) {
+        std::copy(prompt[i].embeddings.begin(), prompt[i].embeddings.end(), dst);
+      } else {
+        s.token_embeddings.read_rows(chunk_tokens[i], dst);
+      }
+      row += static_cast<size_t>(chunk_positions[i]);
+    }
+    s.decode(static_cast<int>(total), 0, n_embd, /*want_logits=*/true, 0, Chunk::Kind::embeddings,
+             [&](llama_batch& b, int offset, int count) {
+               std::memcpy(b.embd, rows.data() + static_cast<size_t>(offset) * n_embd,
+                           sizeof(float) * count * n_embd);
+             });
+    result.chunks.push_back({Chunk::Kind::embeddings, static_cast<int>(total), ms_between(decode_start, Clock::now())});
+    result.single_batch = true;
+    result.n_tokens = static_cast<int>(total);
+    result.ms = ms_between(start, Clock::now());
+    result.kv_bytes = static_cast<int64_t>(llama_state_seq_get_size(s.ctx.get(), 0));
+    return result;
+  }
+
   int pos = 0;
   for (size_t i = 0; i < prompt.size(); ++i) {
     const Chunk& chunk = prompt[i];

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "llama_handles.h"
+#include "model_file.h"
 #include "vtprune/llm.h"
 
 namespace vtprune::llm {
@@ -295,45 +296,15 @@ void write_test_llm(const std::string& path, const TestLlmShape& shape, uint64_t
 
 std::vector<float> read_token_embeddings(const std::string& model_path, std::span<const int32_t> tokens) {
   auto backend = detail::acquire_backend();
-  ggml_context* meta_raw = nullptr;
-  gguf_init_params params{/*no_alloc=*/true, &meta_raw};
-  detail::GgufContextPtr gguf(gguf_init_from_file(model_path.c_str(), params));
-  detail::GgmlContextPtr meta(meta_raw);
-  if (!gguf || !meta) throw Error("cannot read GGUF file " + model_path);
-  const char* name = "token_embd.weight";
-  const int64_t id = gguf_find_tensor(gguf.get(), name);
-  const ggml_tensor* tensor = ggml_get_tensor(meta.get(), name);
-  if (id < 0 || tensor == nullptr) throw Error(model_path + " has no tensor " + name);
-  const int64_t n_embd = tensor->ne[0];
-  const int64_t n_vocab = tensor->ne[1];
-  const ggml_type type = tensor->type;
-  const auto* traits = ggml_get_type_traits(type);
-  if (type != GGML_TYPE_F32 && traits->to_float == nullptr) {
-    throw Error(model_path + ": " + name + " has type " + ggml_type_name(type) + ", which cannot be dequantised");
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(model_path, ec)) throw Error("cannot read GGUF file " + model_path);
+  const detail::LlmFileFacts facts = detail::inspect_llm_file(model_path);
+  if (!facts.has_token_embeddings) {
+    throw Error("cannot read token_embd.weight from " + model_path +
+                " (not a GGUF file, no such 2-D tensor, or a type that cannot be dequantised)");
   }
-  const size_t row_bytes = ggml_row_size(type, n_embd);
-  const size_t base = gguf_get_data_offset(gguf.get()) + gguf_get_tensor_offset(gguf.get(), id);
-
-  std::ifstream in(model_path, std::ios::binary);
-  if (!in) throw Error("cannot open " + model_path);
-  std::vector<float> out(tokens.size() * static_cast<size_t>(n_embd));
-  std::vector<char> row(row_bytes);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const int32_t t = tokens[i];
-    if (t < 0 || t >= n_vocab) {
-      throw Error("token id " + std::to_string(t) + " is outside " + name + " of " + model_path + " (" +
-                  std::to_string(n_vocab) + " rows)");
-    }
-    in.seekg(static_cast<std::streamoff>(base + row_bytes * static_cast<size_t>(t)));
-    in.read(row.data(), static_cast<std::streamsize>(row_bytes));
-    if (!in) throw Error("short read of " + std::string(name) + " row " + std::to_string(t) + " in " + model_path);
-    float* dst = out.data() + i * static_cast<size_t>(n_embd);
-    if (type == GGML_TYPE_F32) {
-      std::memcpy(dst, row.data(), row_bytes);
-    } else {
-      traits->to_float(row.data(), dst, n_embd);
-    }
-  }
+  std::vector<float> out(tokens.size() * static_cast<size_t>(facts.token_embeddings.n_embd));
+  facts.token_embeddings.read_rows(tokens, out.data());
   return out;
 }
 

@@ -500,10 +500,9 @@ TEST(CorruptLlm, MissingTensorsWrongShapesWrongTypesAbsurdMetadata) {
 }
 
 // libllama itself aborts (GGML_ASSERT(n_layer_all > 0 && n_layer_all <= LLAMA_MAX_LAYERS) in
-// llama-model.cpp) on a block count of 0 or above 512, and accepts integer weight types; llm::Session must
-// check these before handing the file to libllama. Disabled until src/llm does (run with
-// --gtest_also_run_disabled_tests to see them fail).
-TEST(CorruptLlm, DISABLED_BlockCountsLibllamaAssertsOnAndIntegerWeights) {
+// llama-model.cpp) on a block count of 0 or above 512, and accepts integer weight types (the first decode
+// would abort): llm::Session checks these in the GGUF header before handing the file to libllama.
+TEST(CorruptLlm, BlockCountsAndIntegerWeightsAreCheckedBeforeLibllama) {
   const auto dir = test::temp_dir("llm");
   const fs::path valid = tiny_llm(dir);
   const auto u32 = [](const char* key, uint32_t v) { return [=](gguf_context* g) { gguf_set_val_u32(g, key, v); }; };

@@ -64,7 +64,9 @@ TEST(llm_chat_template, ChunksSplitAtMarkers) {
 // Under SentencePiece the text after <image> starts with the dummy-prefix "▁" and then the byte token
 // <0x0A>, exactly as LLaVA's tokenizer_image_token produces (29871, 13 in LLaMA's vocabulary).
 void expect_sentencepiece_split(const std::string& model, int expected_space_id) {
-  llm::Session session(model, test_session_params());
+  llm::SessionParams per_chunk = test_session_params();
+  per_chunk.text_as_embeddings = false;  // so that the timings show each chunk's length
+  llm::Session session(model, per_chunk);
   const std::vector<int32_t> suffix = session.tokenize("\nWhat is in the image? ASSISTANT:", false);
   ASSERT_GE(suffix.size(), 3u);
   EXPECT_EQ(session.token_to_piece(suffix[0]), " ");

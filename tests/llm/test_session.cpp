@@ -60,7 +60,10 @@ TEST(llm_stories260k, TokenEmbeddingsGiveSameLogitsAsTokens) {
 
 TEST(llm_stories260k, TextTokensEmbeddingsTextChunksHaveContiguousPositions) {
   VTPRUNE_REQUIRE_SHARED(kStories);
-  Session session(stories_model(), test_session_params());
+  llm::SessionParams per_chunk = test_session_params();
+  per_chunk.text_as_embeddings = false;  // one decode per chunk
+  Session session(stories_model(), per_chunk);
+  EXPECT_FALSE(session.decodes_text_as_embeddings());
   const std::vector<int32_t> tokens = session.tokenize("Once upon a time there was a dog", true);
   ASSERT_GE(tokens.size(), 7u);
   session.prefill(one(Chunk::from_tokens(tokens)));
@@ -81,6 +84,7 @@ TEST(llm_stories260k, TextTokensEmbeddingsTextChunksHaveContiguousPositions) {
   EXPECT_EQ(pre.chunks[1].n_tokens, 3);
   EXPECT_EQ(pre.chunks[1].kind, Chunk::Kind::embeddings);
   EXPECT_EQ(pre.chunks[2].n_tokens, static_cast<int>(tail.size()));
+  EXPECT_FALSE(pre.single_batch);
   EXPECT_LE(max_abs_diff(reference, session.last_logits()), 1e-4f);
 
   // Generation continues after the mixed prompt exactly as after the plain one.
@@ -89,6 +93,44 @@ TEST(llm_stories260k, TextTokensEmbeddingsTextChunksHaveContiguousPositions) {
   const auto plain = session.generate(one(Chunk::from_tokens(tokens)), greedy);
   const auto from_mixed = session.generate(mixed, greedy);
   EXPECT_EQ(plain.tokens, from_mixed.tokens);
+}
+
+// The default: a text + image prompt is one batch of embedding rows (text via token_embd), with the same
+// logits and the same greedy continuation as decoding the chunks one by one.
+TEST(llm_stories260k, MixedPromptDecodedAsOneEmbeddingBatchMatchesPerChunkDecodes) {
+  VTPRUNE_REQUIRE_SHARED(kStories);
+  llm::SessionParams per_chunk_params = test_session_params();
+  per_chunk_params.text_as_embeddings = false;
+  Session per_chunk(stories_model(), per_chunk_params);
+  Session single(stories_model(), test_session_params());
+  ASSERT_TRUE(single.decodes_text_as_embeddings()) << "stories260K is a llama-architecture file";
+
+  const std::vector<int32_t> image_like = single.tokenize(" little dog and a big cat", false);
+  std::vector<Chunk> mixed;
+  mixed.push_back(Chunk::from_text("Once upon a time there was a"));
+  mixed.push_back(Chunk::from_embeddings(llm::read_token_embeddings(stories_model(), image_like),
+                                         static_cast<int64_t>(image_like.size())));
+  mixed.push_back(Chunk::from_text(" who"));
+
+  const auto a = per_chunk.prefill(mixed);
+  const auto b = single.prefill(mixed);
+  EXPECT_EQ(a.n_tokens, b.n_tokens);
+  EXPECT_EQ(a.kv_bytes, b.kv_bytes);
+  EXPECT_FALSE(a.single_batch);
+  EXPECT_TRUE(b.single_batch);
+  ASSERT_EQ(b.chunks.size(), 1u);
+  EXPECT_EQ(b.chunks[0].n_tokens, b.n_tokens);
+  EXPECT_LE(max_abs_diff(per_chunk.last_logits(), single.last_logits()), 1e-4f);
+
+  llm::SamplingParams greedy;
+  greedy.max_tokens = 16;
+  EXPECT_EQ(per_chunk.generate(mixed, greedy).tokens, single.generate(mixed, greedy).tokens);
+
+  // A text-only prompt keeps the token path; a bad token id in a tokens chunk is still an error.
+  EXPECT_FALSE(single.prefill(one(Chunk::from_text("Once upon a time"))).single_batch);
+  std::vector<Chunk> bad = mixed;
+  bad[2] = Chunk::from_tokens({single.n_vocab()});
+  EXPECT_THROW(single.prefill(bad), Error);
 }
 
 TEST(llm_stories260k, TextChunkEqualsItsTokensAndOnlyFirstChunkGetsBos) {
