@@ -59,6 +59,8 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("--chart", a->chart, "write the TTFT breakdown as a PNG stacked-bar chart");
   cmd->add_option("--compare-mtmd", a->params.mtmd_cli, "llama-mtmd-cli binary to run on the same files (scripts/bench.sh builds it)");
   cmd->add_flag("--no-encoder-bench", a->no_encoder, "skip the encoder-only comparison");
+  cmd->add_flag("--vit-f16-attention", a->params.f16_attention,
+                "end-to-end rows with flash attention on F16 K/V in untapped ViT blocks (as llama.cpp)");
   cmd->callback([a, &action] {
     action = [a] {
       bench::BenchParams& p = a->params;

@@ -63,6 +63,8 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_option("-t,--threads", a->vlm.threads, "threads (0 = all cores)")->capture_default_str();
   cmd->add_option("-c,--ctx-size", a->vlm.n_ctx, "context length")->capture_default_str();
   cmd->add_flag("--mtmd-compat", a->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does (CLS last, one layer short)");
+  cmd->add_flag("--vit-f16-attention", a->vlm.mmproj.f16_attention,
+                "flash attention on F16 K/V in untapped ViT blocks, as llama.cpp does (faster; features move ~1e-3)");
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming the answer");
   cmd->add_flag("-v,--verbose", a->vlm.verbose, "show llama.cpp's log");
   cmd->callback([a, &action] {

@@ -94,6 +94,8 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_option("--default-max-tokens", o->limits.default_max_tokens, "max_tokens when a request gives none")->capture_default_str();
   cmd->add_option("--shutdown-grace", o->shutdown_grace_s, "seconds in-flight requests may finish after SIGINT/SIGTERM")->capture_default_str();
   cmd->add_flag("--mtmd-compat", o->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does");
+  cmd->add_flag("--vit-f16-attention", o->vlm.mmproj.f16_attention,
+                "flash attention on F16 K/V in untapped ViT blocks, as llama.cpp does (faster; features move ~1e-3)");
   cmd->add_flag("-v,--verbose", o->vlm.verbose, "show llama.cpp's log");
   auto quiet = std::make_shared<bool>(false);
   cmd->add_flag("-q,--quiet", *quiet, "no per-request log lines");

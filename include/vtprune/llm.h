@@ -92,8 +92,8 @@ struct GenerationResult {
 using PieceCallback = std::function<void(std::string_view piece)>;
 
 // An open model + context. Move-only; one sequence (seq 0); each prefill() / generate() starts from an
-// empty KV cache. Not thread-safe (libllama's logger is process-global: the most recently opened session
-// captures it).
+// empty KV cache. One thread at a time per session; different sessions may run on different threads
+// (each one's libllama log lines reach only its own error messages).
 class Session {
  public:
   // Loads any GGUF libllama can load (any quantisation). Throws Error for a missing / unreadable / corrupt
@@ -101,6 +101,10 @@ class Session {
   // libllama would abort on (block_count outside 1..512, integer weight tensors) are checked first.
   Session(const std::string& model_path, const SessionParams& params = {});
   ~Session();
+  // Another session on the same loaded model (weights in memory once) with its own context and KV cache:
+  // use the two from different threads at once. The model lives as long as any session on it does.
+  Session share() const;
+
   Session(Session&&) noexcept;
   Session& operator=(Session&&) noexcept;
   Session(const Session&) = delete;
@@ -138,6 +142,7 @@ class Session {
 
  private:
   struct Impl;
+  explicit Session(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -88,6 +88,9 @@ std::vector<int64_t> split_budget(int64_t total, const std::vector<int64_t>& wou
 class Vlm {
  public:
   explicit Vlm(const VlmParams& params);
+  // Another pipeline on the same loaded models (weights in memory once), with its own encoder state,
+  // context and KV cache: run the two from different threads at once (a server's slots).
+  Vlm share() const;
   ~Vlm();
   Vlm(Vlm&&) noexcept;
   Vlm& operator=(Vlm&&) noexcept;
@@ -95,12 +98,13 @@ class Vlm {
   const vision::VisionModel& vision_model() const;
   llm::Session& session();
 
-  // Runs one request; `on_piece` receives the answer as it is generated. Throws Error for bad images,
-  // methods, options or budgets, and prompts longer than the context.
+  // Runs one request; `on_piece` receives the answer as it is generated. Throws InputError for bad images,
+  // methods, options or budgets, and prompts longer than the context; Error for failures of the models.
   Result run(const Request& request, const llm::PieceCallback& on_piece = {});
 
  private:
   struct Impl;
+  explicit Vlm(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

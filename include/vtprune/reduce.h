@@ -30,6 +30,14 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An Error caused by what was asked for (an undecodable image, an unknown method or option, an impossible
+// budget, a prompt that does not fit the context) rather than by the models or the machine: a server
+// answers it with a 4xx, any other Error with a 5xx.
+class InputError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A non-owning row-major [rows x cols] view of floats.
 struct MatrixView {
   std::span<const float> data;

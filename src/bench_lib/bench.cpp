@@ -141,6 +141,7 @@ std::string fmt(const char* format, double value) {
 std::vector<EncoderRow> bench_encoder(const BenchParams& p, int threads) {
   vision::VisionModel ours = vision::VisionModel::from_mmproj(p.mmproj_path);
   vision::VisionModel compat = vision::VisionModel::from_mmproj(p.mmproj_path, {.mtmd_compat = true});
+  vision::VisionModel ours_f16 = vision::VisionModel::from_mmproj(p.mmproj_path, {.f16_attention = true});
   const vision::Image image = vision::preprocess(vision::load_image(p.image_path), ours.preprocess_recipe());
   const EncoderInfo info = ours.info();
 
@@ -166,6 +167,7 @@ std::vector<EncoderRow> bench_encoder(const BenchParams& p, int threads) {
   Needs with_projector;
   with_projector.projected = true;
   variants.push_back({"ViT + projector, ours", &ours, with_projector, layers_run(info, Needs{}), true, {}});
+  variants.push_back({"ViT + projector, ours --vit-f16-attention", &ours_f16, with_projector, layers_run(info, Needs{}), true, {}});
   variants.push_back({"ViT + projector, mtmd-compat graph", &compat, with_projector, compat.stored_layers() - 1, true, {}});
 
   for (int r = -std::min(p.warmup, 1); r < p.repeat; ++r) {
@@ -225,7 +227,8 @@ BenchReport run_bench(const BenchParams& params) {
   if (p.encoder_bench) report.encoder = bench_encoder(p, report.threads);
 
   pipeline::Vlm vlm(pipeline::VlmParams{
-      .llm_path = p.llm_path, .mmproj_path = p.mmproj_path, .threads = report.threads, .n_ctx = p.n_ctx});
+      .llm_path = p.llm_path, .mmproj_path = p.mmproj_path, .threads = report.threads, .n_ctx = p.n_ctx,
+      .mmproj = {.f16_attention = p.f16_attention}});
   const EncoderInfo info = vlm.vision_model().info();
   const int64_t n_patches = info.grid.size();
   const std::vector<uint8_t> image = read_bytes(p.image_path);

@@ -74,6 +74,7 @@ struct BenchParams {
   int n_ctx = 4096;
   int warmup = 1;       // unmeasured full runs first (page cache, allocator, OpenMP pool)
   bool encoder_bench = true;
+  bool f16_attention = false;  // end-to-end rows with vision::MmprojOptions::f16_attention
   std::string mtmd_cli;  // empty: no comparison
   std::string command_line;  // recorded in the report
   std::function<void(const std::string&)> progress;  // one line per finished run

@@ -14,8 +14,6 @@ struct BackendLifetime {
   BackendLifetime& operator=(const BackendLifetime&) = delete;
 };
 
-void silent_log(ggml_log_level, const char*, void*) {}
-
 constexpr size_t kMaxErrorText = 4096;
 
 }  // namespace
@@ -31,13 +29,25 @@ std::shared_ptr<void> acquire_backend() {
   return fresh;
 }
 
-void LogSink::install() { llama_log_set(&LogSink::callback, this); }
+namespace {
+thread_local LogSink* t_active_sink = nullptr;
+}  // namespace
 
-void LogSink::uninstall() noexcept {
+LogSink::Scope::Scope(LogSink& sink) : previous_(t_active_sink) {
+  // (Re)point libllama's logger at the router: cheap, and survives anyone else having replaced it.
+  static std::mutex mutex;
+  std::lock_guard lock(mutex);
   ggml_log_callback callback_now = nullptr;
   void* user_data_now = nullptr;
   llama_log_get(&callback_now, &user_data_now);
-  if (callback_now == &LogSink::callback && user_data_now == this) llama_log_set(&silent_log, nullptr);
+  if (callback_now != &LogSink::route) llama_log_set(&LogSink::route, nullptr);
+  t_active_sink = &sink;
+}
+
+LogSink::Scope::~Scope() { t_active_sink = previous_; }
+
+void LogSink::route(ggml_log_level level, const char* text, void*) {
+  if (t_active_sink != nullptr && text != nullptr) t_active_sink->receive(level, text);
 }
 
 std::string LogSink::recent_errors() const {
@@ -46,14 +56,12 @@ std::string LogSink::recent_errors() const {
   return text;
 }
 
-void LogSink::callback(ggml_log_level level, const char* text, void* user_data) {
-  auto* sink = static_cast<LogSink*>(user_data);
-  if (sink == nullptr || text == nullptr) return;
-  if (level != GGML_LOG_LEVEL_CONT) sink->last_level_ = level;
-  if (sink->verbose_) std::fputs(text, stderr);
-  if (sink->last_level_ == GGML_LOG_LEVEL_WARN || sink->last_level_ == GGML_LOG_LEVEL_ERROR) {
-    sink->errors_ += text;
-    if (sink->errors_.size() > kMaxErrorText) sink->errors_.erase(0, sink->errors_.size() - kMaxErrorText);
+void LogSink::receive(ggml_log_level level, const char* text) {
+  if (level != GGML_LOG_LEVEL_CONT) last_level_ = level;
+  if (verbose_) std::fputs(text, stderr);
+  if (last_level_ == GGML_LOG_LEVEL_WARN || last_level_ == GGML_LOG_LEVEL_ERROR) {
+    errors_ += text;
+    if (errors_.size() > kMaxErrorText) errors_.erase(0, errors_.size() - kMaxErrorText);
   }
 }
 

@@ -50,20 +50,35 @@ std::shared_ptr<void> acquire_backend();
 
 // Receives libllama's and ggml's log lines (llama_log_set covers both). Quiet by default: the recent
 // warnings / errors are kept so that a failure can quote them; verbose also echoes everything to stderr.
+//
+// libllama has one process-wide logger. It is pointed at a router that hands each line to the sink whose
+// Scope is active on the logging thread, so sessions used concurrently (a server's slots) never see each
+// other's lines; a line logged outside any scope is dropped.
 class LogSink {
  public:
   explicit LogSink(bool verbose) : verbose_(verbose) {}
-  // Makes this sink the process's log callback.
-  void install();
-  // If this sink is still the process's callback, replaces it with a silent one (never leave a dangling
-  // user-data pointer in libllama's global logger).
-  void uninstall() noexcept;
+  LogSink(const LogSink&) = delete;
+  LogSink& operator=(const LogSink&) = delete;
+
+  // While a Scope lives, this thread's libllama / ggml lines go to `sink`. Scopes nest.
+  class Scope {
+   public:
+    explicit Scope(LogSink& sink);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    LogSink* previous_;
+  };
+
   // Recent warning / error text (at most a few KB), trimmed.
   std::string recent_errors() const;
   void clear() { errors_.clear(); }
 
  private:
-  static void callback(ggml_log_level level, const char* text, void* user_data);
+  static void route(ggml_log_level level, const char* text, void* user_data);
+  void receive(ggml_log_level level, const char* text);
   bool verbose_;
   ggml_log_level last_level_ = GGML_LOG_LEVEL_INFO;
   std::string errors_;

@@ -66,8 +66,8 @@ struct Session::Impl {
   std::string path;
   SessionParams params;
   std::shared_ptr<void> backend;
-  std::unique_ptr<detail::LogSink> log;  // heap: libllama keeps a pointer to it
-  detail::ModelPtr model;
+  std::unique_ptr<detail::LogSink> log;  // this session's libllama lines (see LogSink::Scope)
+  std::shared_ptr<llama_model> model;  // read-only once loaded: shared by Session::share()
   detail::ContextPtr ctx;
   const llama_vocab* vocab = nullptr;
   ggml_type type_k = GGML_TYPE_F16;
@@ -80,10 +80,11 @@ struct Session::Impl {
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
   ~Impl() {
-    // Free llama objects while our sink still receives their log lines, then detach the sink.
+    // Free llama objects while our sink still receives their log lines.
+    if (!log) return;
+    detail::LogSink::Scope scope(*log);
     ctx.reset();
     model.reset();
-    if (log) log->uninstall();
   }
 
   // Decodes `n` positions starting at `pos0`, in pieces of at most n_batch. `fill(batch, offset, count)`
@@ -105,6 +106,7 @@ struct Session::Impl {
       }
       if (want_logits && offset + count == n) b.logits[count - 1] = 1;
       b.n_tokens = count;
+      detail::LogSink::Scope scope(*log);
       log->clear();
       const int32_t rc = llama_decode(ctx.get(), b);
       if (rc != 0) {
@@ -118,6 +120,33 @@ struct Session::Impl {
       // wall-clock time of this chunk is its own.
       llama_synchronize(ctx.get());
     }
+  }
+
+  // A fresh context on `model` (its own KV cache and compute buffers); call under a LogSink::Scope.
+  void create_context() {
+    const int threads = params.threads > 0 ? params.threads
+                                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    llama_context_params ctx_params = llama_context_default_params();
+    ctx_params.n_ctx = static_cast<uint32_t>(params.n_ctx);
+    uint32_t n_batch = static_cast<uint32_t>(params.n_batch);
+    if (params.n_ctx > 0) n_batch = std::min(n_batch, static_cast<uint32_t>(params.n_ctx));
+    ctx_params.n_batch = n_batch;
+    ctx_params.n_ubatch = n_batch;  // one image = one physical batch when n_batch >= its tokens
+    ctx_params.n_seq_max = 1;
+    ctx_params.n_threads = threads;
+    ctx_params.n_threads_batch = threads;
+    ctx_params.no_perf = false;
+    type_k = ctx_params.type_k;
+    type_v = ctx_params.type_v;
+    log->clear();
+    ctx.reset(llama_init_from_model(model.get(), ctx_params));
+    if (!ctx) {
+      throw Error(with_log("cannot create a libllama context for " + path + " (n_ctx " +
+                               std::to_string(params.n_ctx) + ", n_batch " + std::to_string(n_batch) + ")",
+                           *log));
+    }
+    const int allocated = static_cast<int>(llama_n_ctx(ctx.get()));
+    n_ctx = params.n_ctx > 0 ? std::min(params.n_ctx, allocated) : allocated;
   }
 
   int64_t kv_bytes_per_token() const {
@@ -140,7 +169,7 @@ Session::Session(const std::string& model_path, const SessionParams& params) : i
   }
   s.backend = detail::acquire_backend();
   s.log = std::make_unique<detail::LogSink>(params.verbose);
-  s.log->install();
+  detail::LogSink::Scope log_scope(*s.log);
 
   std::error_code ec;
   if (!std::filesystem::is_regular_file(model_path, ec)) {
@@ -148,43 +177,41 @@ Session::Session(const std::string& model_path, const SessionParams& params) : i
   }
   const detail::LlmFileFacts facts = detail::inspect_llm_file(model_path);
   llama_model_params model_params = llama_model_default_params();
-  s.model.reset(llama_model_load_from_file(model_path.c_str(), model_params));
-  if (!s.model) {
+  llama_model* loaded = llama_model_load_from_file(model_path.c_str(), model_params);
+  if (loaded == nullptr) {
     throw Error(with_log("cannot load LLM model " + model_path + " (not a GGUF model libllama can read?)", *s.log));
   }
+  s.model = std::shared_ptr<llama_model>(loaded, detail::ModelDeleter{});
   s.vocab = llama_model_get_vocab(s.model.get());
-
-  const int threads = params.threads > 0 ? params.threads
-                                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  llama_context_params ctx_params = llama_context_default_params();
-  ctx_params.n_ctx = static_cast<uint32_t>(params.n_ctx);
-  uint32_t n_batch = static_cast<uint32_t>(params.n_batch);
-  if (params.n_ctx > 0) n_batch = std::min(n_batch, static_cast<uint32_t>(params.n_ctx));
-  ctx_params.n_batch = n_batch;
-  ctx_params.n_ubatch = n_batch;  // one image = one physical batch when n_batch >= its tokens
-  ctx_params.n_seq_max = 1;
-  ctx_params.n_threads = threads;
-  ctx_params.n_threads_batch = threads;
-  ctx_params.no_perf = false;
-  s.type_k = ctx_params.type_k;
-  s.type_v = ctx_params.type_v;
-  s.log->clear();
-  s.ctx.reset(llama_init_from_model(s.model.get(), ctx_params));
-  if (!s.ctx) {
-    throw Error(with_log("cannot create a libllama context for " + model_path + " (n_ctx " +
-                             std::to_string(params.n_ctx) + ", n_batch " + std::to_string(n_batch) + ")",
-                         *s.log));
-  }
-  const int allocated = static_cast<int>(llama_n_ctx(s.ctx.get()));
-  s.n_ctx = params.n_ctx > 0 ? std::min(params.n_ctx, allocated) : allocated;
 
   // The llama architecture's input layer is the token_embd lookup alone (no scaling, no extra inputs), so
   // a looked-up row is what the model itself would compute for that token.
   s.token_embeddings = facts.token_embeddings;
   s.text_as_embeddings = params.text_as_embeddings && facts.architecture == "llama" &&
-                         facts.has_token_embeddings && s.token_embeddings.n_embd == n_embd_inp() &&
-                         s.token_embeddings.n_vocab == n_vocab();
+                         facts.has_token_embeddings &&
+                         s.token_embeddings.n_embd == llama_model_n_embd_inp(s.model.get()) &&
+                         s.token_embeddings.n_vocab == llama_vocab_n_tokens(s.vocab);
+  s.create_context();
 }
+
+Session Session::share() const {
+  const Impl& from = *impl_;
+  Session shared(std::make_unique<Impl>());
+  Impl& s = *shared.impl_;
+  s.path = from.path;
+  s.params = from.params;
+  s.backend = from.backend;
+  s.log = std::make_unique<detail::LogSink>(from.params.verbose);
+  detail::LogSink::Scope log_scope(*s.log);
+  s.model = from.model;
+  s.vocab = from.vocab;
+  s.token_embeddings = from.token_embeddings;
+  s.text_as_embeddings = from.text_as_embeddings;
+  s.create_context();
+  return shared;
+}
+
+Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
@@ -258,7 +285,7 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt) {
       case Chunk::Kind::tokens:
         for (int32_t t : chunk.tokens) {
           if (t < 0 || t >= n_vocab_tokens) {
-            throw Error("prompt chunk " + std::to_string(i) + ": token id " + std::to_string(t) +
+            throw InputError("prompt chunk " + std::to_string(i) + ": token id " + std::to_string(t) +
                         " is outside the vocabulary of " + s.path + " (" + std::to_string(n_vocab_tokens) + ")");
           }
         }
@@ -280,9 +307,9 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt) {
     (chunk.kind == Chunk::Kind::embeddings ? total_embd : total_text) += n;
     total += n;
   }
-  if (total == 0) throw Error("empty prompt: no tokens and no embeddings to decode");
+  if (total == 0) throw InputError("empty prompt: no tokens and no embeddings to decode");
   if (total > n_ctx()) {
-    throw Error("prompt is " + std::to_string(total) + " positions (" + std::to_string(total_text) + " text tokens + " +
+    throw InputError("prompt is " + std::to_string(total) + " positions (" + std::to_string(total_text) + " text tokens + " +
                 std::to_string(total_embd) + " embedding rows) but the context of " + s.path + " holds " +
                 std::to_string(n_ctx()) + "; raise n_ctx or keep fewer image tokens");
   }

@@ -69,11 +69,28 @@ vision::VisionModel load_vision(const VlmParams& p) {
   return tower;
 }
 
+// Runs a step whose failures can only come from what the request asked for (method, options, budget,
+// <image> markers): any Error it raises is reported as the caller's (InputError), so that a server can
+// tell a bad request from a failure of the models.
+template <typename Step>
+auto as_request_step(Step&& step) -> decltype(step()) {
+  try {
+    return step();
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    throw InputError(e.what());
+  }
+}
+
 struct Vlm::Impl {
   VlmParams params;
   vision::VisionModel vision;
   llm::Session session;
   int threads;
+
+  Impl(const VlmParams& p, vision::VisionModel v, llm::Session s)
+      : params(p), vision(std::move(v)), session(std::move(s)), threads(resolve_threads(p.threads)) {}
 
   explicit Impl(const VlmParams& p)
       : params(p),
@@ -89,6 +106,11 @@ struct Vlm::Impl {
 };
 
 Vlm::Vlm(const VlmParams& params) : impl_(std::make_unique<Impl>(params)) {}
+Vlm::Vlm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Vlm Vlm::share() const {
+  return Vlm(std::make_unique<Impl>(impl_->params, impl_->vision.share(), impl_->session.share()));
+}
 Vlm::~Vlm() = default;
 Vlm::Vlm(Vlm&&) noexcept = default;
 Vlm& Vlm::operator=(Vlm&&) noexcept = default;
@@ -101,8 +123,12 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
   Impl& m = *impl_;
   Result result;
   Timings& t = result.timings;
-  const auto reducer = make_reducer(request.method, request.options);
-  const Needs needs = reducer->needs(m.vision.info());
+  const auto reducer = as_request_step([&] { return make_reducer(request.method, request.options); });
+  const Needs needs = as_request_step([&] {
+    Needs wanted = reducer->needs(m.vision.info());
+    m.vision.check(wanted);  // e.g. PruMerge's last layer, which an mmproj file does not store
+    return wanted;
+  });
 
   // 1. decode, preprocess and encode every image
   std::vector<vision::EncoderResult> encoded;
@@ -131,8 +157,8 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
                                ? reducer->reduce(e.view(), Budget::all()).rows()
                                : e.info.grid.size());
     }
-    const int64_t total = request.budget.resolve(all_patches);
-    const auto shares = split_budget(total, would_keep);
+    const int64_t total = as_request_step([&] { return request.budget.resolve(all_patches); });
+    const auto shares = as_request_step([&] { return split_budget(total, would_keep); });
     for (size_t i = 0; i < budgets.size(); ++i) budgets[i] = Budget::tokens(shares[i]);
   }
 
@@ -140,7 +166,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
   std::vector<llm::Chunk> image_chunks;
   for (size_t i = 0; i < encoded.size(); ++i) {
     auto t0 = Clock::now();
-    Reduction r = reducer->reduce(encoded[i].view(), budgets[i]);
+    Reduction r = as_request_step([&] { return reducer->reduce(encoded[i].view(), budgets[i]); });
     t.reduce_ms += ms_since(t0);
     t0 = Clock::now();
     std::vector<float> embeddings = m.vision.project({r.tokens, r.rows(), r.dim}, m.threads);
@@ -160,7 +186,8 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
   encoded.clear();
 
   // 4. the LLaVA-1.5 prompt around the image embeddings, then generation
-  const std::vector<llm::Chunk> prompt = llm::llava15_prompt(request.prompt, std::move(image_chunks));
+  const std::vector<llm::Chunk> prompt =
+      as_request_step([&] { return llm::llava15_prompt(request.prompt, std::move(image_chunks)); });
   const double before_llm_ms = ms_since(t_start);
   const llm::GenerationResult gen = m.session.generate(prompt, request.sampling, on_piece);
   t.prefill_ms = gen.prefill_ms;

@@ -125,7 +125,10 @@ struct Server::Impl {
       throw Error(std::string("serve: default reduction (--method/--budget/--opt): ") + e.what());
     }
 
-    for (int i = 0; i < options.parallel; ++i) slots.push_back(std::make_unique<pipeline::Vlm>(options.vlm));
+    // One copy of the weights for all slots: each slot shares the loaded models with its own encoder
+    // state, context and KV cache.
+    slots.push_back(std::make_unique<pipeline::Vlm>(options.vlm));
+    for (int i = 1; i < options.parallel; ++i) slots.push_back(std::make_unique<pipeline::Vlm>(slots.front()->share()));
     policy.encoder = slots.front()->vision_model().info();
     n_ctx = slots.front()->session().n_ctx();
     try {
@@ -356,11 +359,12 @@ struct Server::Impl {
                         "the request was cancelled (the client left or the server is shutting down)"));
     } catch (const ApiError& e) {
       job.fail(e);
-    } catch (const Error& e) {
-      // The pipeline raises Error for bad input (undecodable image bodies, a prompt longer than the
+    } catch (const InputError& e) {
+      // What the pipeline finds wrong with the request (undecodable image bodies, a prompt longer than the
       // context with an adaptive method, ...): everything cheaper to check was checked before queueing.
       job.fail(invalid_request("invalid_request", "", e.what()));
     } catch (const std::exception& e) {
+      // Any other Error is ours (a failed decode, an encoder failure): a 5xx, not the client's fault.
       job.fail(ApiError(500, "server_error", "internal_error", "", e.what()));
     }
   }

@@ -41,9 +41,9 @@ ggml_tensor* timm_block(ggml_context* ctx, const BlockWeights& b, const Hparams&
 
 std::vector<float> VisionModel::classify_tokens(std::span<const float> cls, const MatrixView& tokens, int first_block,
                                                 int threads) {
-  const Hparams& hp = impl_->model.hp;
-  const Weights& w = impl_->model.weights;
-  const std::string where = "classify_tokens (" + impl_->model.path.string() + ")";
+  const Hparams& hp = impl_->model->hp;
+  const Weights& w = impl_->model->weights;
+  const std::string where = "classify_tokens (" + impl_->model->path.string() + ")";
   check_threads(threads);
   if (hp.architecture != Architecture::Timm || !w.head_w || !w.norm_w) {
     throw Error(where + ": needs a timm classifier (final norm + head)");

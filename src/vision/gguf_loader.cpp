@@ -178,6 +178,7 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
   }
   hp.mtmd_compat = options.mtmd_compat;
   if (hp.mtmd_compat && hp.stored_layers < 2) throw Error(r.where() + ": mtmd_compat needs at least 2 blocks");
+  hp.f16_attention = options.f16_attention || options.mtmd_compat;
   hp.exact_quick_gelu = !options.mtmd_compat;
   hp.projector_gelu_erf = !options.mtmd_compat;
   hp.preprocess.kind = Preprocess::Kind::LlavaPadSquare;

@@ -39,6 +39,14 @@ struct StbiFree {
 // A JPEG that ends before its end-of-image marker decodes "successfully" in stb with grey blocks; such a
 // file is a transfer error, not an image. The marker must sit near the end (a little trailing padding
 // is common, an EXIF thumbnail's own marker sits near the start).
+// Index just after the SOI marker when `bytes` is a JPEG to stb, else 0. stb takes any number of 0xFF fill
+// bytes before SOI (FF FF FF D8 is a JPEG to it), so every JPEG check starts here.
+size_t jpeg_after_soi(std::span<const uint8_t> bytes) {
+  size_t i = 0;
+  while (i < bytes.size() && bytes[i] == 0xFF) ++i;
+  return i == 0 || i >= bytes.size() || bytes[i] != 0xD8 ? 0 : i + 1;
+}
+
 bool jpeg_truncated(std::span<const uint8_t> bytes) {
   if (bytes.size() < 4) return true;
   const size_t tail = std::min<size_t>(bytes.size(), 4096);
@@ -53,11 +61,8 @@ bool jpeg_truncated(std::span<const uint8_t> bytes) {
 // summing to at most 256 and fitting in their segment. Walks the marker segments, skipping entropy-coded
 // data after each SOS (DHT may also come between progressive scans).
 bool jpeg_huffman_tables_valid(std::span<const uint8_t> bytes) {
-  // stb takes any number of 0xFF fill bytes before SOI (FF FF FF D8 is a JPEG to it).
-  size_t i = 0;
-  while (i < bytes.size() && bytes[i] == 0xFF) ++i;
-  if (i == 0 || i >= bytes.size() || bytes[i] != 0xD8) return true;  // not a JPEG: nothing to check
-  ++i;  // after SOI
+  size_t i = jpeg_after_soi(bytes);
+  if (i == 0) return true;  // not a JPEG: nothing to check
   while (i + 1 < bytes.size()) {
     if (bytes[i] != 0xFF) {  // entropy-coded data: advance to the next marker
       ++i;
@@ -195,31 +200,31 @@ void check_image(const RgbImage& image, const char* what) {
 
 RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& name, const ImageLimits& limits) {
   if (static_cast<int64_t>(bytes.size()) > limits.max_file_bytes) {
-    throw Error("image " + name + ": " + std::to_string(bytes.size()) + " bytes exceeds the limit of " +
+    throw InputError("image " + name + ": " + std::to_string(bytes.size()) + " bytes exceeds the limit of " +
                 std::to_string(limits.max_file_bytes) + " bytes");
   }
-  if (bytes.empty()) throw Error("image " + name + ": file is empty");
-  if (bytes.size() > static_cast<size_t>(INT32_MAX)) throw Error("image " + name + ": file too large to decode");
+  if (bytes.empty()) throw InputError("image " + name + ": file is empty");
+  if (bytes.size() > static_cast<size_t>(INT32_MAX)) throw InputError("image " + name + ": file too large to decode");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
   // Before stb reads anything: stbi_info already builds the Huffman tables it meets before the frame header.
   if (!jpeg_huffman_tables_valid(bytes)) {
-    throw Error("image " + name + ": corrupt JPEG (a Huffman table declares more than 256 codes)");
+    throw InputError("image " + name + ": corrupt JPEG (a Huffman table declares more than 256 codes)");
   }
   int w = 0, h = 0, channels = 0;
   // Dimensions first: a small file can declare gigapixels (decompression bomb).
   if (!stbi_info_from_memory(data, len, &w, &h, &channels)) {
-    throw Error("image " + name + ": not a decodable JPEG/PNG/BMP (" + stbi_failure_reason() + ")");
+    throw InputError("image " + name + ": not a decodable JPEG/PNG/BMP (" + stbi_failure_reason() + ")");
   }
   if (w <= 0 || h <= 0 || int64_t{w} * h > limits.max_pixels) {
-    throw Error("image " + name + ": " + dims(w, h) + " pixels exceeds the limit of " +
+    throw InputError("image " + name + ": " + dims(w, h) + " pixels exceeds the limit of " +
                 std::to_string(limits.max_pixels) + " pixels");
   }
-  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && jpeg_truncated(bytes)) {
-    throw Error("image " + name + ": truncated JPEG (no end-of-image marker)");
+  if (jpeg_after_soi(bytes) != 0 && jpeg_truncated(bytes)) {
+    throw InputError("image " + name + ": truncated JPEG (no end-of-image marker)");
   }
   std::unique_ptr<stbi_uc, StbiFree> decoded(stbi_load_from_memory(data, len, &w, &h, &channels, 3));
-  if (!decoded) throw Error("image " + name + ": decoding failed (" + stbi_failure_reason() + ")");
+  if (!decoded) throw InputError("image " + name + ": decoding failed (" + stbi_failure_reason() + ")");
   RgbImage image{w, h, {}};
   image.pixels.assign(decoded.get(), decoded.get() + static_cast<size_t>(w) * h * 3);
   return image;

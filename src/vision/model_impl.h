@@ -28,6 +28,7 @@ struct Hparams {
   bool exact_quick_gelu = true;  // CLIP FFN: x * sigmoid(1.702 x) exactly (false: ggml's table, as llama.cpp)
   bool projector_gelu_erf = true;
   bool mtmd_compat = false;
+  bool f16_attention = false;    // flash attention on F16 K/V in untapped blocks (mtmd_compat implies it)
   Preprocess preprocess;
 
   int grid() const { return image_size / patch_size; }
@@ -92,7 +93,7 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
 
 struct VisionModelImpl {
   BackendPtr backend;
-  ModelData model;
+  std::shared_ptr<const ModelData> model;  // read-only once loaded: shared by VisionModel::share()
   GallocrPtr allocator;  // reused across encodes: it keeps its buffer while the graph fits
   GallocrPtr tail_allocator;  // classify_tokens' graphs (their own, so they never make encode re-plan)
 };

@@ -12,10 +12,10 @@ ggml_tensor* build_projector(ggml_context* ctx, const Weights& w, const Hparams&
 }
 
 std::vector<float> VisionModel::project(const MatrixView& tokens, int threads) {
-  const Hparams& hp = impl_->model.hp;
-  const Weights& w = impl_->model.weights;
+  const Hparams& hp = impl_->model->hp;
+  const Weights& w = impl_->model->weights;
   check_threads(threads);
-  if (!w.mm0_w) throw Error("model " + impl_->model.path.string() + " has no projector");
+  if (!w.mm0_w) throw Error("model " + impl_->model->path.string() + " has no projector");
   if (tokens.rows <= 0 || tokens.cols != hp.dim || tokens.data.size() != static_cast<size_t>(tokens.rows * tokens.cols)) {
     throw Error("projector: tokens [" + std::to_string(tokens.rows) + " x " + std::to_string(tokens.cols) +
                 "] do not match the model width " + std::to_string(hp.dim));

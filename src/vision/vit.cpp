@@ -118,11 +118,11 @@ GraphNodes build_vit(ggml_context* ctx, ggml_cgraph* graph, const ModelData& mod
     } else {
       ggml_tensor* vh = ggml_permute(ctx, ggml_reshape_3d(ctx, v, d_head, H, T), 0, 2, 1, 3);
       // F32 K/V keeps the fast path within float rounding of the softmax path; llama.cpp's clip graph
-      // casts them to F16 (mtmd_compat does the same). Made contiguous per head: as permuted views every
-      // 64-float K/V row sits D floats from the next, and the CPU kernel re-packs all of K and V for each
-      // query tile, so the strided reads (one page per row) made attention ~1.5x slower than on F16 copies.
-      ggml_tensor* kf = hp.mtmd_compat ? ggml_cast(ctx, kh, GGML_TYPE_F16) : ggml_cont(ctx, kh);
-      ggml_tensor* vf = hp.mtmd_compat ? ggml_cast(ctx, vh, GGML_TYPE_F16) : ggml_cont(ctx, vh);
+      // casts them to F16 (mtmd_compat and f16_attention do the same). Made contiguous per head: as permuted
+      // views every 64-float K/V row sits D floats from the next, and the CPU kernel re-packs all of K and V
+      // for each query tile, so the strided reads (one page per row) made attention ~1.5x slower.
+      ggml_tensor* kf = hp.f16_attention ? ggml_cast(ctx, kh, GGML_TYPE_F16) : ggml_cont(ctx, kh);
+      ggml_tensor* vf = hp.f16_attention ? ggml_cast(ctx, vh, GGML_TYPE_F16) : ggml_cont(ctx, vh);
       ggml_tensor* fa = ggml_flash_attn_ext(ctx, qh, kf, vf, nullptr, kq_scale, 0.0f, 0.0f);
       ggml_prec_set_acc(fa, GGML_PREC_F32);
       attn_out = ggml_reshape_2d(ctx, fa, D, T);  // result is [d, H, T]
@@ -237,11 +237,23 @@ VisionModel::VisionModel(VisionModel&&) noexcept = default;
 VisionModel& VisionModel::operator=(VisionModel&&) noexcept = default;
 VisionModel::~VisionModel() = default;
 
+void VisionModel::check(const Needs& needs) const { validate_needs(impl_->model->hp, needs, impl_->model->path); }
+
+VisionModel VisionModel::share() const {
+  auto impl = std::make_unique<VisionModelImpl>();
+  impl->backend.reset(ggml_backend_cpu_init());
+  if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
+  impl->model = impl_->model;  // CPU buffers are host memory: any CPU backend computes with them
+  return VisionModel(std::move(impl));
+}
+
 VisionModel VisionModel::from_safetensors_timm(const std::filesystem::path& path) {
   auto impl = std::make_unique<VisionModelImpl>();
   impl->backend.reset(ggml_backend_cpu_init());
   if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
-  load_timm_safetensors(path, impl->backend.get(), impl->model);
+  auto model = std::make_shared<ModelData>();
+  load_timm_safetensors(path, impl->backend.get(), *model);
+  impl->model = std::move(model);
   return VisionModel(std::move(impl));
 }
 
@@ -249,7 +261,9 @@ VisionModel VisionModel::from_safetensors_clip(const std::filesystem::path& path
   auto impl = std::make_unique<VisionModelImpl>();
   impl->backend.reset(ggml_backend_cpu_init());
   if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
-  load_clip_safetensors(path, options, impl->backend.get(), impl->model);
+  auto model = std::make_shared<ModelData>();
+  load_clip_safetensors(path, options, impl->backend.get(), *model);
+  impl->model = std::move(model);
   return VisionModel(std::move(impl));
 }
 
@@ -257,20 +271,22 @@ VisionModel VisionModel::from_mmproj(const std::filesystem::path& path, const Mm
   auto impl = std::make_unique<VisionModelImpl>();
   impl->backend.reset(ggml_backend_cpu_init());
   if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
-  load_mmproj_gguf(path, options, impl->backend.get(), impl->model);
+  auto model = std::make_shared<ModelData>();
+  load_mmproj_gguf(path, options, impl->backend.get(), *model);
+  impl->model = std::move(model);
   return VisionModel(std::move(impl));
 }
 
-Architecture VisionModel::architecture() const { return impl_->model.hp.architecture; }
-const Preprocess& VisionModel::preprocess_recipe() const { return impl_->model.hp.preprocess; }
-int VisionModel::stored_layers() const { return impl_->model.hp.stored_layers; }
-int VisionModel::dim() const { return impl_->model.hp.dim; }
-int VisionModel::num_classes() const { return impl_->model.hp.num_classes; }
-int VisionModel::projector_dim() const { return impl_->model.hp.projector_dim; }
-const std::filesystem::path& VisionModel::path() const { return impl_->model.path; }
+Architecture VisionModel::architecture() const { return impl_->model->hp.architecture; }
+const Preprocess& VisionModel::preprocess_recipe() const { return impl_->model->hp.preprocess; }
+int VisionModel::stored_layers() const { return impl_->model->hp.stored_layers; }
+int VisionModel::dim() const { return impl_->model->hp.dim; }
+int VisionModel::num_classes() const { return impl_->model->hp.num_classes; }
+int VisionModel::projector_dim() const { return impl_->model->hp.projector_dim; }
+const std::filesystem::path& VisionModel::path() const { return impl_->model->path; }
 
 EncoderInfo VisionModel::info() const {
-  const Hparams& hp = impl_->model.hp;
+  const Hparams& hp = impl_->model->hp;
   EncoderInfo info;
   info.grid = Grid{hp.grid(), hp.grid()};
   info.has_cls = true;
@@ -281,26 +297,26 @@ EncoderInfo VisionModel::info() const {
 }
 
 EncoderResult VisionModel::encode(const Image& image, const Needs& needs, const EncodeOptions& options) {
-  const Hparams& hp = impl_->model.hp;
+  const Hparams& hp = impl_->model->hp;
   check_threads(options.threads);
   if (image.width != hp.image_size || image.height != hp.image_size ||
       image.data.size() != static_cast<size_t>(3) * image.width * image.height) {
-    throw Error("encoder " + impl_->model.path.string() + ": image is " + std::to_string(image.width) + "x" +
+    throw Error("encoder " + impl_->model->path.string() + ": image is " + std::to_string(image.width) + "x" +
                 std::to_string(image.height) + " with " + std::to_string(image.data.size()) + " values, expected 3x" +
                 std::to_string(hp.image_size) + "x" + std::to_string(hp.image_size));
   }
-  validate_needs(hp, needs, impl_->model.path);
+  check(needs);
   if (options.stop_after_layer >= hp.stored_layers || (options.stop_after_layer >= 0 && hp.mtmd_compat)) {
-    throw Error("encoder " + impl_->model.path.string() + ": stop_after_layer " + std::to_string(options.stop_after_layer) +
+    throw Error("encoder " + impl_->model->path.string() + ": stop_after_layer " + std::to_string(options.stop_after_layer) +
                 (hp.mtmd_compat ? " is not available in mtmd_compat mode" : " is outside the " + std::to_string(hp.stored_layers) + " stored blocks"));
   }
-  if (needs.projected && !impl_->model.weights.mm0_w) {
-    throw Error("encoder " + impl_->model.path.string() + ": projected embeddings asked for, but the model has no projector");
+  if (needs.projected && !impl_->model->weights.mm0_w) {
+    throw Error("encoder " + impl_->model->path.string() + ": projected embeddings asked for, but the model has no projector");
   }
 
   ContextPtr ctx = make_metadata_context(kGraphNodes, kGraphNodes);
   ggml_cgraph* graph = ggml_new_graph_custom(ctx.get(), kGraphNodes, false);
-  GraphNodes nodes = build_vit(ctx.get(), graph, impl_->model, needs, options);
+  GraphNodes nodes = build_vit(ctx.get(), graph, *impl_->model, needs, options);
 
   if (!impl_->allocator) impl_->allocator.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(impl_->backend.get())));
   if (!ggml_gallocr_alloc_graph(impl_->allocator.get(), graph)) throw Error("could not allocate the encoder graph");
@@ -308,7 +324,7 @@ EncoderResult VisionModel::encode(const Image& image, const Needs& needs, const 
   ggml_backend_cpu_set_n_threads(impl_->backend.get(), options.threads);
   const auto start = std::chrono::steady_clock::now();
   if (ggml_backend_graph_compute(impl_->backend.get(), graph) != GGML_STATUS_SUCCESS) {
-    throw Error("encoder " + impl_->model.path.string() + ": graph compute failed");
+    throw Error("encoder " + impl_->model->path.string() + ": graph compute failed");
   }
   const auto stop = std::chrono::steady_clock::now();
 

@@ -82,13 +82,14 @@ TEST(bench_cli, TinyModelProducesEveryField) {
   EXPECT_GT(hip64["ideal_speedup"].get<double>(), 1.0);
   EXPECT_DOUBLE_EQ(j["rows"][0]["ideal_speedup"].get<double>(), 1.0);
   // encoder-only rows: ViT without taps, with hiprune's taps, with divprune's projector; ViT + projector
-  // with our graph and with llama.cpp's (one block fewer)
-  ASSERT_EQ(j["encoder"].size(), 5u);
+  // with our graph, with F16 K/V attention, and with llama.cpp's (one block fewer)
+  ASSERT_EQ(j["encoder"].size(), 6u);
   EXPECT_EQ(j["encoder"][0]["name"], "ViT, no taps");
   EXPECT_EQ(j["encoder"][0]["layers"], 23);
   EXPECT_FALSE(j["encoder"][1]["vs_no_taps"].is_null());
   EXPECT_TRUE(j["encoder"][3]["includes_projector"].get<bool>());
-  EXPECT_EQ(j["encoder"][4]["layers"], 22);
+  EXPECT_EQ(j["encoder"][4]["name"], "ViT + projector, ours --vit-f16-attention");
+  EXPECT_EQ(j["encoder"][5]["layers"], 22);
   std::ifstream md(out / "r.md");
   const std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("| hiprune | 64 | 64 |"), std::string::npos) << text;

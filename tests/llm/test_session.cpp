@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "llm_test_util.h"
@@ -131,6 +132,36 @@ TEST(llm_stories260k, MixedPromptDecodedAsOneEmbeddingBatchMatchesPerChunkDecode
   std::vector<Chunk> bad = mixed;
   bad[2] = Chunk::from_tokens({single.n_vocab()});
   EXPECT_THROW(single.prefill(bad), Error);
+}
+
+// share(): a second context on the same loaded model. Both generate at the same time on two threads and
+// each gets exactly what a lone session gets; the shared model outlives the session it came from.
+TEST(llm_stories260k, SharedSessionsRunConcurrentlyOnOneModel) {
+  VTPRUNE_REQUIRE_SHARED(kStories);
+  llm::SamplingParams greedy;
+  greedy.max_tokens = 24;
+  const auto prompt_a = one(Chunk::from_text("Once upon a time"));
+  const auto prompt_b = one(Chunk::from_text("The dog ran to the"));
+  std::vector<int32_t> alone_a, alone_b;
+  {
+    Session alone(stories_model(), test_session_params());
+    alone_a = alone.generate(prompt_a, greedy).tokens;
+    alone_b = alone.generate(prompt_b, greedy).tokens;
+  }
+  auto original = std::make_unique<Session>(stories_model(), test_session_params());
+  Session shared = original->share();
+  EXPECT_EQ(shared.n_vocab(), original->n_vocab());
+  EXPECT_EQ(shared.decodes_text_as_embeddings(), original->decodes_text_as_embeddings());
+  for (int round = 0; round < 3; ++round) {
+    std::vector<int32_t> a, b;
+    std::thread other([&] { b = shared.generate(prompt_b, greedy).tokens; });
+    a = original->generate(prompt_a, greedy).tokens;
+    other.join();
+    EXPECT_EQ(a, alone_a) << "round " << round;
+    EXPECT_EQ(b, alone_b) << "round " << round;
+  }
+  original.reset();
+  EXPECT_EQ(shared.generate(prompt_a, greedy).tokens, alone_a);
 }
 
 TEST(llm_stories260k, TextChunkEqualsItsTokensAndOnlyFirstChunkGetsBos) {

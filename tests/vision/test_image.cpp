@@ -172,6 +172,20 @@ TEST(VisionImage, TruncatedOrBrokenImagesNameTheFile) {
   expect_error_containing([&] { decode_image(junk, "notes.txt"); }, "notes.txt");
   expect_error_containing([&] { decode_image({}, "empty.png"); }, "empty");
   expect_error_containing([&] { load_image("/nonexistent/dir/x.jpg"); }, "/nonexistent/dir/x.jpg");
+  // Bad bytes are the caller's fault: InputError (a server's 4xx).
+  EXPECT_THROW(decode_image(half, "cut.jpg"), InputError);
+  EXPECT_THROW(decode_image(junk, "notes.txt"), InputError);
+}
+
+// stb accepts 0xFF fill bytes before SOI; the truncation check must see such a file as a JPEG too
+// (otherwise stb decodes the missing half as grey and the image is silently wrong).
+TEST(VisionImage, FillBytesBeforeSoiDoNotHideTruncation) {
+  const auto jpeg = encode_jpeg(gradient(64, 64));
+  std::vector<uint8_t> filled = {0xFF, 0xFF, 0xFF};
+  filled.insert(filled.end(), jpeg.begin(), jpeg.end());
+  EXPECT_EQ(decode_image(filled, "filled.jpg").pixels, decode_image(jpeg, "plain.jpg").pixels);
+  const std::vector<uint8_t> half(filled.begin(), filled.begin() + static_cast<long>(filled.size() / 2));
+  expect_error_containing([&] { decode_image(half, "filled-cut.jpg"); }, "truncated JPEG");
 }
 
 TEST(VisionImage, DecompressionBombIsRejectedBeforeDecoding) {

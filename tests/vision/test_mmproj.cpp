@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <fstream>
+#include <memory>
+#include <thread>
 
 #include "reduce/common.h"
 #include "test_support.h"
@@ -190,6 +192,51 @@ TEST_F(VisionMmproj, MtmdCompatFollowsLlamaCppGraph) {
   r.received = true;
   taps.add(r);
   EXPECT_THROW(model.encode(image, taps), Error);
+}
+
+// share(): a second handle on the same weights; two threads encode at once (taps included) and each gets
+// exactly what the lone model gets; the weights outlive the handle they came from.
+TEST_F(VisionMmproj, SharedHandlesEncodeConcurrently) {
+  auto original = std::make_unique<VisionModel>(VisionModel::from_mmproj(dir_ / "tiny-f32.gguf"));
+  VisionModel shared = original->share();
+  EXPECT_EQ(shared.dim(), original->dim());
+  Needs taps;
+  TapRequest r;
+  r.layer = 0;
+  r.received = true;
+  taps.add(r);
+  const Image image_a = test_image(112, 6), image_b = test_image(112, 7);
+  const auto alone_a = original->encode(image_a, taps, {1, false});
+  const auto alone_b = original->encode(image_b, Needs{}, {1, false});
+  for (int round = 0; round < 3; ++round) {
+    EncoderResult a, b;
+    std::thread other([&] { b = shared.encode(image_b, Needs{}, {1, false}); });
+    a = original->encode(image_a, taps, {1, false});
+    other.join();
+    EXPECT_EQ(a.features, alone_a.features);
+    ASSERT_EQ(a.taps.size(), 1u);
+    EXPECT_EQ(a.taps[0].received, alone_a.taps[0].received);
+    EXPECT_EQ(b.features, alone_b.features);
+  }
+  original.reset();
+  EXPECT_EQ(shared.encode(image_b, Needs{}, {1, false}).features, alone_b.features);
+}
+
+// f16_attention: the untapped blocks' flash attention on F16 K/V, as llama.cpp. Close to the F32 path but
+// not identical (it is a real change of precision); tapped blocks keep the exact softmax path.
+TEST_F(VisionMmproj, F16AttentionIsCloseButNotIdentical) {
+  MmprojOptions f16;
+  f16.f16_attention = true;
+  auto fast = VisionModel::from_mmproj(dir_ / "tiny-f32.gguf", f16);
+  auto exact = VisionModel::from_mmproj(dir_ / "tiny-f32.gguf");
+  const Image image = test_image(112, 5);
+  const auto a = fast.encode(image, Needs{}, {1, false});
+  const auto b = exact.encode(image, Needs{}, {1, false});
+  ASSERT_EQ(a.features.size(), b.features.size());
+  const double err = relative_error(a.features, b.features);
+  EXPECT_GT(err, 0.0);
+  EXPECT_LT(err, 1e-2);
+  std::printf("[ metric ] f16_attention vs F32 K/V features, relative error %.3g\n", err);
 }
 
 TEST_F(VisionMmproj, BrokenFilesAreClearErrors) {
