@@ -5,7 +5,7 @@
 # values, so random weights measure the same compute as real ones.
 #
 #   scripts/bench.sh                 # build, make models, run both shapes, write docs/bench-*.{md,json,png}
-#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only
+#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16)
 #   BENCH_STEPS=build scripts/bench.sh          # build only (also: models, run)
 #
 # PruMerge(+) tap the last layer by default (layer=-1), which llama.cpp's LLaVA mmproj files do not store (the
@@ -25,7 +25,7 @@ MODELS="${BENCH_MODELS:-$ROOT/out/bench-models}"
 DOCS="$ROOT/docs"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 REPEAT="${BENCH_REPEAT:-3}"
-SHAPES="${BENCH_SHAPES:-tinyllama llava-7b}"
+SHAPES="${BENCH_SHAPES:-tinyllama llava-7b llava-7b-bf16}"
 STEPS="${BENCH_STEPS:-build models run}"
 MAX_LOAD="${BENCH_MAX_LOAD:-1.5}"
 PROMPT="${BENCH_PROMPT:-What is shown in this image? Answer in one sentence.}"
@@ -50,9 +50,20 @@ build() {
   cmake --build "$MTMD_BUILD" -j"$(nproc)" --target llama-mtmd-cli
 }
 
-# make_models SHAPE TYPE: DIR/{llm.gguf,mmproj.gguf,image.png}; skipped when present.
+# make_models SHAPE TYPE [MMPROJ_TYPE]: DIR/{llm.gguf,mmproj.gguf,image.png}; skipped when present. With an
+# mmproj type other than f16 the directory is SHAPE-TYPE-mmproj-MMPROJ_TYPE and shares the f16 one's llm.gguf.
 make_models() {
-  local shape="$1" type="$2" dir="$MODELS/$1-$2"
+  local shape="$1" type="$2" mmproj_type="${3:-f16}" dir="$MODELS/$1-$2"
+  if [[ "$mmproj_type" != f16 ]]; then
+    make_models "$shape" "$type" || return 1
+    local variant="$dir-mmproj-$mmproj_type"
+    if [[ ! -f "$variant/mmproj.gguf" ]]; then
+      mkdir -p "$variant"
+      ln -sf "$dir/llm.gguf" "$variant/llm.gguf"
+      "$VTPRUNE" make-test-model --out "$variant" --shape "$shape" --mmproj-type "$mmproj_type" --mmproj-only
+    fi
+    return
+  fi
   if [[ -f "$dir/llm.gguf" && -f "$dir/mmproj.gguf" && -f "$dir/image.png" ]]; then
     log "models for $shape/$type already in $dir"
     return
@@ -81,10 +92,11 @@ wait_for_quiet_machine() {
   log "machine still busy after 20 minutes; measuring anyway (timings will be noisy)"
 }
 
-# run_shape SHAPE TYPE METHODS BUDGETS
+# run_shape SHAPE TYPE METHODS BUDGETS [MMPROJ_TYPE]
 run_shape() {
-  local shape="$1" type="$2" methods="$3" budgets="$4" dir="$MODELS/$1-$2"
+  local shape="$1" type="$2" methods="$3" budgets="$4" mmproj_type="${5:-f16}" dir="$MODELS/$1-$2"
   local name="$shape-$type"
+  if [[ "$mmproj_type" != f16 ]]; then dir="$dir-mmproj-$mmproj_type"; name="$name-mmproj-$mmproj_type"; fi
   mkdir -p "$DOCS"
   wait_for_quiet_machine
   local args=(bench -m "$dir/llm.gguf" --mmproj "$dir/mmproj.gguf" --image "$dir/image.png" -p "$PROMPT"
@@ -104,11 +116,16 @@ for shape in $SHAPES; do
         none,hiprune,prumerge:layer=-2,prumerge_plus:layer=-2,visionzip,fastervlm,divprune,dfmr,pool,random 576,192,128,64
       ;;
     llava-7b)
-      # ~30-60 s per 7B prefill of ~600 tokens on 2 cores: few methods, two budgets
+      # ~20 s per 7B prefill of ~600 tokens on 2 cores: few methods, two budgets
       has_step models && make_models llava-7b q4_0
       has_step run && run_shape llava-7b q4_0 none,hiprune,prumerge:layer=-2,fastervlm 576,64
       ;;
-    *) log "unknown shape $shape (tinyllama | llava-7b)"; exit 1 ;;
+    llava-7b-bf16)
+      # the same with a BF16 mmproj: the ViT runs on AVX512-BF16 dot products where the CPU has them
+      has_step models && make_models llava-7b q4_0 bf16
+      has_step run && run_shape llava-7b q4_0 none,hiprune,prumerge:layer=-2,fastervlm 64 bf16
+      ;;
+    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16)"; exit 1 ;;
   esac
 done
 # The README's chart: the TinyLlama breakdown (the 7B one sits beside it).

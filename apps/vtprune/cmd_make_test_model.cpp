@@ -47,26 +47,31 @@ vision::RgbImage test_scene(int size) {
 
 void add_make_test_model(CLI::App& app, Action& action) {
   struct Args {
-    std::string out, shape = "tiny", type = "f16";
+    std::string out, shape = "tiny", type = "f16", mmproj_type = "f16";
     uint64_t seed = 0;
+    bool mmproj_only = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("make-test-model", "Write a random-weight LLaVA-1.5-shaped llm.gguf + mmproj.gguf pair and image.png");
   cmd->add_option("--out", a->out, "output directory")->required();
   cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b")->capture_default_str();
   cmd->add_option("--type", a->type, "LLM weight type: f32 | f16 | q8_0 | q4_0")->capture_default_str();
+  cmd->add_option("--mmproj-type", a->mmproj_type, "mmproj weight matrices: f32 | f16 | bf16 | q8_0")->capture_default_str();
+  cmd->add_flag("--mmproj-only", a->mmproj_only, "write only mmproj.gguf and image.png (keep an existing llm.gguf)");
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
   cmd->callback([a, &action] {
     action = [a] {
       const llm::TestLlmShape llm_shape = llm::test_llm_shape(a->shape);
       const llm::WeightType type = llm::parse_weight_type(a->type);
+      const vision::WeightType mmproj_type = vision::parse_mmproj_weight_type(a->mmproj_type);
       std::filesystem::create_directories(a->out);
       const auto dir = std::filesystem::path(a->out);
       const vision::MmprojShape vshape = mmproj_shape(a->shape, llm_shape.n_embd);
-      vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, vision::WeightType::F16);
-      llm::write_test_llm((dir / "llm.gguf").string(), llm_shape, a->seed, type);
+      vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
+      if (!a->mmproj_only) llm::write_test_llm((dir / "llm.gguf").string(), llm_shape, a->seed, type);
       vision::save_png(dir / "image.png", test_scene(vshape.image_size));
-      std::printf("wrote %s/{llm.gguf, mmproj.gguf, image.png} (%s, %s)\n", a->out.c_str(), a->shape.c_str(), a->type.c_str());
+      std::printf("wrote %s/{%smmproj.gguf, image.png} (%s, LLM %s, mmproj %s)\n", a->out.c_str(),
+                  a->mmproj_only ? "" : "llm.gguf, ", a->shape.c_str(), a->type.c_str(), a->mmproj_type.c_str());
       return 0;
     };
   });

@@ -17,6 +17,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vtprune/reduce.h"
@@ -162,7 +163,10 @@ struct MmprojShape {
   int patch_size = 14;
   int proj_out = 4096;   // the LLM's embedding width
 };
-enum class WeightType { F32, F16 };
+// Type of the weight matrices (the patch embedding stays F16 unless F32, as llama.cpp's converters and
+// quantiser leave it); norms, biases, CLS and positions are F32.
+enum class WeightType { F32, F16, BF16, Q8_0 };
+WeightType parse_mmproj_weight_type(std::string_view name);  // "f32" | "f16" | "bf16" | "q8_0"; throws Error
 
 // Writes a random-weight mmproj GGUF with exactly the tensor names, shapes, types and metadata of
 // llama.cpp's legacy LLaVA-1.5 conversion (legacy fc1/fc2 naming included). Deterministic in `seed`.

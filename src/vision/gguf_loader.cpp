@@ -249,6 +249,14 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
 
 // ---------------------------------------------------------------------------------------------------
 
+WeightType parse_mmproj_weight_type(std::string_view name) {
+  if (name == "f32") return WeightType::F32;
+  if (name == "f16") return WeightType::F16;
+  if (name == "bf16") return WeightType::BF16;
+  if (name == "q8_0") return WeightType::Q8_0;
+  throw Error("unknown mmproj weight type \"" + std::string(name) + "\" (f32 | f16 | bf16 | q8_0)");
+}
+
 void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, uint64_t seed, WeightType weight_type) {
   if (s.n_layer < 1 || s.n_embd < 1 || s.n_ff < 1 || s.n_head < 1 || s.n_embd % s.n_head != 0 || s.patch_size < 1 ||
       s.image_size % s.patch_size != 0 || s.proj_out < 1) {
@@ -258,20 +266,34 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   }
   const int64_t D = s.n_embd, F = s.n_ff, P = s.patch_size, G = s.image_size / s.patch_size, T = G * G + 1;
   const int64_t hidden = s.proj_out;  // LLaVA-1.5: mm.0 maps D -> n_embd_llm, mm.2 n_embd_llm -> n_embd_llm
-  const ggml_type wtype = weight_type == WeightType::F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
+  const ggml_type wtype = weight_type == WeightType::F16    ? GGML_TYPE_F16
+                          : weight_type == WeightType::BF16 ? GGML_TYPE_BF16
+                          : weight_type == WeightType::Q8_0 ? GGML_TYPE_Q8_0
+                                                            : GGML_TYPE_F32;
+  // The conv kernel stays F16 unless everything is F32, as llama.cpp's converters and quantiser keep it (its
+  // clip graph's conv_2d takes only F16 / F32 kernels).
+  const ggml_type patch_type = wtype == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+  if (ggml_is_quantized(wtype)) {
+    const int64_t block = ggml_blck_size(wtype);
+    for (const int64_t row : {D, F, hidden}) {
+      if (row % block != 0) {
+        throw Error("write_test_mmproj: " + std::string(ggml_type_name(wtype)) + " needs widths that are multiples of " +
+                    std::to_string(block) + ", not " + std::to_string(row));
+      }
+    }
+  }
 
   // Exact data size: matrices in the weight type, everything else F32 (plus alignment slack per tensor).
-  const size_t wsize = ggml_type_size(wtype);
   size_t total = 0;
-  const auto count = [&](int64_t n, size_t elem) { total += static_cast<size_t>(n) * elem + 64; };
-  count(D + D * T + 2 * D, 4);
-  count(P * P * 3 * D, wsize);
+  const auto count = [&](int64_t n, ggml_type type) { total += ggml_row_size(type, n) + 64; };
+  count(D + D * T + 2 * D, GGML_TYPE_F32);
+  count(P * P * 3 * D, patch_type);
   for (int i = 0; i < s.n_layer; ++i) {
-    count(4 * D * D + 2 * D * F, wsize);
-    count(8 * D + F + D, 4);
+    count(4 * D * D + 2 * D * F, wtype);
+    count(8 * D + F + D, GGML_TYPE_F32);
   }
-  count(D * hidden + hidden * s.proj_out, wsize);
-  count(hidden + s.proj_out, 4);
+  count(D * hidden + hidden * s.proj_out, wtype);
+  count(hidden + s.proj_out, GGML_TYPE_F32);
   ggml_init_params params{};
   params.mem_size = total + ggml_tensor_overhead() * (static_cast<size_t>(s.n_layer) * 16 + 16);
   params.no_alloc = false;
@@ -293,6 +315,10 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
     for (float& v : values) v = mean + stddev * normal(rng);
     if (type == GGML_TYPE_F16) {
       ggml_fp32_to_fp16_row(values.data(), static_cast<ggml_fp16_t*>(t->data), ggml_nelements(t));
+    } else if (type == GGML_TYPE_BF16) {
+      ggml_fp32_to_bf16_row(values.data(), static_cast<ggml_bf16_t*>(t->data), ggml_nelements(t));
+    } else if (ggml_is_quantized(type)) {
+      ggml_quantize_chunk(type, values.data(), t->data, 0, ggml_nrows(t), t->ne[0], nullptr);
     } else {
       std::memcpy(t->data, values.data(), ggml_nbytes(t));
     }
@@ -300,7 +326,7 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   };
   const float in_d = 1.0f / std::sqrt(static_cast<float>(D)), in_f = 1.0f / std::sqrt(static_cast<float>(F));
   add("v.class_embd", GGML_TYPE_F32, {D}, 0.0f, 0.5f);
-  add("v.patch_embd.weight", wtype, {P, P, 3, D}, 0.0f, 1.0f / std::sqrt(static_cast<float>(P * P * 3)));
+  add("v.patch_embd.weight", patch_type, {P, P, 3, D}, 0.0f, 1.0f / std::sqrt(static_cast<float>(P * P * 3)));
   add("v.position_embd.weight", GGML_TYPE_F32, {D, T}, 0.0f, 0.5f);
   add("v.pre_ln.weight", GGML_TYPE_F32, {D}, 1.0f, 0.1f);
   add("v.pre_ln.bias", GGML_TYPE_F32, {D}, 0.0f, 0.1f);
@@ -330,7 +356,11 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   gguf_context* g = gguf.get();
   gguf_set_val_str(g, "general.architecture", "clip");
   gguf_set_val_str(g, "general.name", "vtprune random LLaVA-1.5 mmproj");
-  gguf_set_val_u32(g, "general.file_type", weight_type == WeightType::F16 ? 1 : 0);
+  // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32
+  gguf_set_val_u32(g, "general.file_type", wtype == GGML_TYPE_F16    ? 1
+                                           : wtype == GGML_TYPE_Q8_0 ? 7
+                                           : wtype == GGML_TYPE_BF16 ? 32
+                                                                     : 0);
   gguf_set_val_bool(g, "clip.has_text_encoder", false);
   gguf_set_val_bool(g, "clip.has_vision_encoder", true);
   gguf_set_val_bool(g, "clip.has_llava_projector", true);

@@ -63,7 +63,13 @@ GraphNodes build_vit(ggml_context* ctx, ggml_cgraph* graph, const ModelData& mod
   ggml_tensor* x = nullptr;
   if (hp.mtmd_compat) {
     // llama.cpp's build_inp: ggml_conv_2d, whose im2col rounds the pixels to F16.
-    x = ggml_conv_2d(ctx, w.patch_w, nodes.pixels, hp.patch_size, hp.patch_size, 0, 0, 1, 1);  // [G, G, D]
+    // ggml_conv_2d's im2col takes the kernel's type, and the CPU matmul takes only F32 / F16 activations:
+    // a BF16 kernel (convert_hf_to_gguf --outtype bf16) would abort there, so it is cast to F16 (exact for
+    // BF16 values in F16's range).
+    ggml_tensor* kernel = w.patch_w->type == GGML_TYPE_F16 || w.patch_w->type == GGML_TYPE_F32
+                              ? w.patch_w
+                              : ggml_cast(ctx, w.patch_w, GGML_TYPE_F16);
+    x = ggml_conv_2d(ctx, kernel, nodes.pixels, hp.patch_size, hp.patch_size, 0, 0, 1, 1);  // [G, G, D]
     x = ggml_cont(ctx, ggml_transpose(ctx, ggml_reshape_2d(ctx, x, G * G, D)));
   } else {
     // im2col in F32 (ggml_conv_2d would round pixels to F16: ~1e-3 off a float64 reference), then one

@@ -176,6 +176,38 @@ TEST_F(VisionMmproj, F16AndF32FilesAgree) {
   EXPECT_LT(relative_error(a.features, b.features), 2e-2);
 }
 
+// Q8_0 and BF16 weight matrices (what users make with llama.cpp's quantiser): they load, encode and project,
+// and agree with the F32 file of the same draws to their precision.
+TEST_F(VisionMmproj, Q8AndBf16FilesLoadAndAgree) {
+  MmprojShape shape = tiny_shape();
+  shape.proj_out = 64;  // Q8_0 rows are blocks of 32
+  const auto dir = test::temp_dir("mmproj_types");
+  write_test_mmproj(dir / "f32.gguf", shape, 7, WeightType::F32);
+  write_test_mmproj(dir / "bf16.gguf", shape, 7, WeightType::BF16);
+  write_test_mmproj(dir / "q8_0.gguf", shape, 7, WeightType::Q8_0);
+  Needs projected;
+  projected.projected = true;
+  const Image image = test_image(112, 8);
+  auto reference_model = VisionModel::from_mmproj(dir / "f32.gguf");
+  const auto reference = reference_model.encode(image, projected, {1, false});
+  for (const char* name : {"bf16.gguf", "q8_0.gguf"}) {
+    auto model = VisionModel::from_mmproj(dir / name);
+    const auto out = model.encode(image, projected, {1, false});
+    ASSERT_EQ(out.features.size(), reference.features.size()) << name;
+    const double err = relative_error(out.features, reference.features);
+    EXPECT_GT(err, 0.0) << name;
+    EXPECT_LT(err, 3e-2) << name;
+    EXPECT_LT(relative_error(out.projected, reference.projected), 5e-2) << name;
+    // llama.cpp's graph too (its conv_2d on a BF16 kernel would abort without a cast)
+    auto compat = VisionModel::from_mmproj(dir / name, {.mtmd_compat = true});
+    EXPECT_EQ(compat.encode(image, projected, {1, false}).features.size(), reference.features.size()) << name;
+  }
+  shape.proj_out = 48;
+  EXPECT_THROW(write_test_mmproj(dir / "bad.gguf", shape, 7, WeightType::Q8_0), Error);
+  EXPECT_EQ(parse_mmproj_weight_type("q8_0"), WeightType::Q8_0);
+  EXPECT_THROW(parse_mmproj_weight_type("q4_k"), Error);
+}
+
 TEST_F(VisionMmproj, MtmdCompatFollowsLlamaCppGraph) {
   MmprojOptions compat;
   compat.mtmd_compat = true;
