@@ -5,7 +5,9 @@
 #include <cmath>
 #include <fstream>
 #include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "reduce/common.h"
 #include "test_support.h"
@@ -206,6 +208,49 @@ TEST_F(VisionMmproj, Q8AndBf16FilesLoadAndAgree) {
   EXPECT_THROW(write_test_mmproj(dir / "bad.gguf", shape, 7, WeightType::Q8_0), Error);
   EXPECT_EQ(parse_mmproj_weight_type("q8_0"), WeightType::Q8_0);
   EXPECT_THROW(parse_mmproj_weight_type("q4_k"), Error);
+}
+
+// A BF16 patch kernel (what convert_hf_to_gguf --outtype bf16 can write): ggml's conv_2d cannot take it, so
+// mtmd_compat casts it to F16 (exact for these values); both modes encode it, same as the F16 kernel.
+TEST_F(VisionMmproj, Bf16PatchKernelEncodesInBothModes) {
+  const auto dir = test::temp_dir("mmproj_bf16_patch");
+  const auto f16_file = dir / "f16.gguf", bf16_file = dir / "bf16-patch.gguf";
+  write_test_mmproj(f16_file, tiny_shape(), 9, WeightType::F16);
+  {
+    ggml_context* data_raw = nullptr;
+    gguf_init_params params{/*no_alloc=*/false, &data_raw};
+    std::unique_ptr<gguf_context, decltype(&gguf_free)> in(gguf_init_from_file(f16_file.c_str(), params), gguf_free);
+    std::unique_ptr<ggml_context, decltype(&ggml_free)> data(data_raw, ggml_free);
+    ASSERT_TRUE(in);
+    std::unique_ptr<gguf_context, decltype(&gguf_free)> out(gguf_init_empty(), gguf_free);
+    gguf_set_kv(out.get(), in.get());
+    ggml_init_params scratch_params{size_t{16} << 20, nullptr, false};
+    std::unique_ptr<ggml_context, decltype(&ggml_free)> scratch(ggml_init(scratch_params), ggml_free);
+    for (int64_t i = 0; i < gguf_get_n_tensors(in.get()); ++i) {
+      const ggml_tensor* t = ggml_get_tensor(data.get(), gguf_get_tensor_name(in.get(), i));
+      if (std::string(t->name) != "v.patch_embd.weight") {
+        gguf_add_tensor(out.get(), t);
+        continue;
+      }
+      ASSERT_EQ(t->type, GGML_TYPE_F16);
+      ggml_tensor* bf16 = ggml_new_tensor(scratch.get(), GGML_TYPE_BF16, ggml_n_dims(t), t->ne);
+      ggml_set_name(bf16, t->name);
+      std::vector<float> values(static_cast<size_t>(ggml_nelements(t)));
+      ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t*>(t->data), values.data(), ggml_nelements(t));
+      ggml_fp32_to_bf16_row(values.data(), static_cast<ggml_bf16_t*>(bf16->data), ggml_nelements(t));
+      gguf_add_tensor(out.get(), bf16);
+    }
+    ASSERT_TRUE(gguf_write_to_file(out.get(), bf16_file.c_str(), false));
+  }
+  const Image image = test_image(112, 10);
+  for (const bool compat : {false, true}) {
+    auto reference = VisionModel::from_mmproj(f16_file, {.mtmd_compat = compat});
+    auto model = VisionModel::from_mmproj(bf16_file, {.mtmd_compat = compat});
+    const auto a = model.encode(image, Needs{}, {1, false});
+    const auto b = reference.encode(image, Needs{}, {1, false});
+    ASSERT_EQ(a.features.size(), b.features.size());
+    EXPECT_LT(relative_error(a.features, b.features), 2e-2) << (compat ? "mtmd_compat" : "default");
+  }
 }
 
 TEST_F(VisionMmproj, MtmdCompatFollowsLlamaCppGraph) {
