@@ -1,7 +1,7 @@
 // The second half of a split timm classifier: blocks [first_block, depth) + final norm + head on a reduced
-// sequence [CLS; kept tokens]. It mirrors vit.cpp's untapped block (flash attention with F32 K/V and F32
-// accumulation, exact GELU), so with every token kept it reproduces the full forward's logits to float
-// rounding. Kept separate from build_vit so the two can evolve independently (taps live only there).
+// sequence [CLS; kept tokens]. Its block is built from the same helpers as build_vit's untapped block
+// (fused_attention, mlp_residual), so with every token kept it reproduces the full forward's logits to float
+// rounding.
 #include <algorithm>
 #include <cmath>
 
@@ -13,28 +13,13 @@ namespace {
 
 constexpr size_t kTailGraphNodes = 2048;
 
-ggml_tensor* tail_layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps) {
-  return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
-}
-
-// One pre-norm timm block on x = [D, T].
+// One pre-norm timm block on x = [D, T]: the untapped block of build_vit, from the same helpers.
 ggml_tensor* timm_block(ggml_context* ctx, const BlockWeights& b, const Hparams& hp, ggml_tensor* x) {
-  const int64_t D = hp.dim, H = hp.heads, d_head = D / H, T = x->ne[1];
-  const float kq_scale = 1.0f / std::sqrt(static_cast<float>(d_head));
-  ggml_tensor* cur = tail_layer_norm(ctx, x, b.ln1_w, b.ln1_b, hp.eps);
-  ggml_tensor* q = linear(ctx, cur, b.q_w, b.q_b);
-  ggml_tensor* k = linear(ctx, cur, b.k_w, b.k_b);
-  ggml_tensor* v = linear(ctx, cur, b.v_w, b.v_b);
-  ggml_tensor* qh = ggml_permute(ctx, ggml_reshape_3d(ctx, q, d_head, H, T), 0, 2, 1, 3);
-  ggml_tensor* kh = ggml_permute(ctx, ggml_reshape_3d(ctx, k, d_head, H, T), 0, 2, 1, 3);
-  ggml_tensor* vh = ggml_permute(ctx, ggml_reshape_3d(ctx, v, d_head, H, T), 0, 2, 1, 3);
-  // Contiguous per-head K/V, as vit.cpp: the CPU kernel reads strided views much more slowly.
-  ggml_tensor* fa = ggml_flash_attn_ext(ctx, qh, ggml_cont(ctx, kh), ggml_cont(ctx, vh), nullptr, kq_scale, 0.0f, 0.0f);
-  ggml_prec_set_acc(fa, GGML_PREC_F32);
-  x = ggml_add(ctx, x, linear(ctx, ggml_reshape_2d(ctx, fa, D, T), b.o_w, b.o_b));
-  cur = tail_layer_norm(ctx, x, b.ln2_w, b.ln2_b, hp.eps);
-  cur = ggml_gelu_erf(ctx, linear(ctx, cur, b.fc1_w, b.fc1_b));
-  return ggml_add(ctx, x, linear(ctx, cur, b.fc2_w, b.fc2_b));
+  ggml_tensor* cur = layer_norm(ctx, x, b.ln1_w, b.ln1_b, hp.eps);
+  ggml_tensor* attn = fused_attention(ctx, hp, linear(ctx, cur, b.q_w, b.q_b), linear(ctx, cur, b.k_w, b.k_b),
+                                      linear(ctx, cur, b.v_w, b.v_b));
+  x = ggml_add(ctx, x, linear(ctx, attn, b.o_w, b.o_b));
+  return mlp_residual(ctx, hp, b, x);
 }
 
 }  // namespace
@@ -68,7 +53,7 @@ std::vector<float> VisionModel::classify_tokens(std::span<const float> cls, cons
   ggml_tensor* x = in;
   for (int il = first_block; il < hp.stored_layers; ++il) x = timm_block(ctx.get(), w.blocks[static_cast<size_t>(il)], hp, x);
   ggml_tensor* cls_out = ggml_view_2d(ctx.get(), x, hp.dim, 1, x->nb[1], 0);
-  cls_out = tail_layer_norm(ctx.get(), cls_out, w.norm_w, w.norm_b, hp.eps);
+  cls_out = layer_norm(ctx.get(), cls_out, w.norm_w, w.norm_b, hp.eps);
   ggml_tensor* logits = mark_output(ctx.get(), graph, linear(ctx.get(), cls_out, w.head_w, w.head_b), "tail.logits");
 
   if (!impl_->tail_allocator) {

@@ -98,8 +98,14 @@ struct VisionModelImpl {
   GallocrPtr tail_allocator;  // classify_tokens' graphs (their own, so they never make encode re-plan)
 };
 
-// Graph helpers shared by the ViT and the projector.
+// Graph helpers shared by the ViT, classify_tokens and the projector.
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b);
+ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps);
+// softmax(q k^T / sqrt(d_head)) v per head for q, k, v = [D, T], through ggml_flash_attn_ext with F32
+// accumulation (weights never materialised; K/V in F16 when hp.f16_attention). Returns [D, T].
+ggml_tensor* fused_attention(ggml_context* ctx, const Hparams& hp, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v);
+// The MLP half of a pre-norm block: x + fc2(act(fc1(LN2(x)))), act = the model's GELU variant.
+ggml_tensor* mlp_residual(ggml_context* ctx, const Hparams& hp, const BlockWeights& b, ggml_tensor* x);
 // A contiguous copy of `t`, named and marked as a graph output, so the allocator never reuses its memory.
 ggml_tensor* mark_output(ggml_context* ctx, ggml_cgraph* graph, ggml_tensor* t, const char* name);
 // All values of a contiguous F32 tensor (row-major over ne1 rows of ne0).

@@ -13,12 +13,6 @@ namespace {
 
 constexpr size_t kGraphNodes = 8192;
 
-ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps) {
-  x = ggml_norm(ctx, x, eps);
-  x = ggml_mul(ctx, x, w);
-  return ggml_add(ctx, x, b);
-}
-
 
 struct TapNodes {
   int layer = -1;
@@ -99,15 +93,16 @@ GraphNodes build_vit(ggml_context* ctx, ggml_cgraph* graph, const ModelData& mod
     if (tap && tap->cls_query) {
       tap_nodes.cls_query = mark_output(ctx, graph, ggml_view_1d(ctx, q, D, cls_pos * q->nb[1]), "tap.cls_query");
     }
-    // Heads: [D, T] -> [d_head, H, T] -> [d_head, T, H].
-    ggml_tensor* qh = ggml_permute(ctx, ggml_reshape_3d(ctx, q, d_head, H, T), 0, 2, 1, 3);
-    ggml_tensor* kh = ggml_permute(ctx, ggml_reshape_3d(ctx, k, d_head, H, T), 0, 2, 1, 3);
     const bool materialise = tap && (tap->received || tap->cls_attention || tap->attention);
     ggml_tensor* attn_out = nullptr;
     if (materialise) {
-      // Contiguous per-head copies: on permuted views the CPU mul_mat falls back to one dot product per
-      // element instead of its tiled GEMM (profile: 2.4% of the encode per tapped layer).
-      ggml_tensor* kq = ggml_mul_mat(ctx, ggml_cont(ctx, kh), ggml_cont(ctx, qh));  // [T_k, T_q, H]
+      // Heads [D, T] -> [d_head, H, T] -> [d_head, T, H], as contiguous copies: on permuted views the CPU
+      // mul_mat falls back to one dot product per element instead of its tiled GEMM (profile: 2.4% of the
+      // encode per tapped layer).
+      const auto heads = [&](ggml_tensor* t) {
+        return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, t, d_head, H, T), 0, 2, 1, 3));
+      };
+      ggml_tensor* kq = ggml_mul_mat(ctx, heads(k), heads(q));  // [T_k, T_q, H]
       ggml_tensor* attn = ggml_soft_max_ext(ctx, kq, nullptr, kq_scale, 0.0f);
       if (tap->attention) tap_nodes.attention = mark_output(ctx, graph, attn, "tap.attention");  // [H][T_q][T_k]
       if (tap->received) {
@@ -127,33 +122,11 @@ GraphNodes build_vit(ggml_context* ctx, ggml_cgraph* graph, const ModelData& mod
       ggml_tensor* kqv = ggml_mul_mat(ctx, vt, attn);                                                      // [d, T_q, H]
       attn_out = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), D, T);
     } else {
-      ggml_tensor* vh = ggml_permute(ctx, ggml_reshape_3d(ctx, v, d_head, H, T), 0, 2, 1, 3);
-      // F32 K/V keeps the fast path within float rounding of the softmax path; llama.cpp's clip graph
-      // casts them to F16 (mtmd_compat and f16_attention do the same). Made contiguous per head: as permuted
-      // views every 64-float K/V row sits D floats from the next, and the CPU kernel re-packs all of K and V
-      // for each query tile, so the strided reads (one page per row) made attention ~1.5x slower.
-      ggml_tensor* kf = hp.f16_attention ? ggml_cast(ctx, kh, GGML_TYPE_F16) : ggml_cont(ctx, kh);
-      ggml_tensor* vf = hp.f16_attention ? ggml_cast(ctx, vh, GGML_TYPE_F16) : ggml_cont(ctx, vh);
-      ggml_tensor* fa = ggml_flash_attn_ext(ctx, qh, kf, vf, nullptr, kq_scale, 0.0f, 0.0f);
-      ggml_prec_set_acc(fa, GGML_PREC_F32);
-      attn_out = ggml_reshape_2d(ctx, fa, D, T);  // result is [d, H, T]
+      attn_out = fused_attention(ctx, hp, q, k, v);
     }
     if (tap) nodes.taps.push_back(tap_nodes);
     x = ggml_add(ctx, x, linear(ctx, attn_out, b.o_w, b.o_b));
-
-    cur = layer_norm(ctx, x, b.ln2_w, b.ln2_b, hp.eps);
-    cur = linear(ctx, cur, b.fc1_w, b.fc1_b);
-    if (hp.architecture == Architecture::Timm || hp.ffn_gelu_erf) {
-      cur = ggml_gelu_erf(ctx, cur);
-    } else if (hp.exact_quick_gelu) {
-      // x * sigmoid(1.702 x) == silu(1.702 x) / 1.702: ggml's silu is SIMD, its sigmoid a scalar expf loop
-      // (plus a separate mul): same values to float rounding, a fraction of the time.
-      cur = ggml_scale(ctx, ggml_silu(ctx, ggml_scale(ctx, cur, 1.702f)), 1.0f / 1.702f);
-    } else {
-      cur = ggml_gelu_quick(ctx, cur);
-    }
-    cur = linear(ctx, cur, b.fc2_w, b.fc2_b);
-    x = ggml_add(ctx, x, cur);
+    x = mlp_residual(ctx, hp, b, x);
 
     if (il == feature_block) {
       // timm: features are forward_features' output (final norm applied); CLIP/LLaVA: the raw block output.
@@ -199,6 +172,41 @@ void validate_needs(const Hparams& hp, const Needs& needs, const std::filesystem
 }
 
 }  // namespace
+
+ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps) {
+  x = ggml_norm(ctx, x, eps);
+  x = ggml_mul(ctx, x, w);
+  return ggml_add(ctx, x, b);
+}
+
+ggml_tensor* fused_attention(ggml_context* ctx, const Hparams& hp, ggml_tensor* q, ggml_tensor* k, ggml_tensor* v) {
+  const int64_t D = hp.dim, H = hp.heads, d_head = D / H, T = q->ne[1];
+  const float kq_scale = 1.0f / std::sqrt(static_cast<float>(d_head));
+  // Heads: [D, T] -> [d_head, H, T] -> [d_head, T, H].
+  const auto heads = [&](ggml_tensor* t) { return ggml_permute(ctx, ggml_reshape_3d(ctx, t, d_head, H, T), 0, 2, 1, 3); };
+  // F32 K/V keeps this path within float rounding of the softmax (tapped) path; llama.cpp's clip graph casts
+  // them to F16 (mtmd_compat and f16_attention do the same). Made contiguous per head: as permuted views every
+  // 64-float K/V row sits D floats from the next, and the CPU kernel re-packs all of K and V for each query
+  // tile, so the strided reads (one page per row) made attention ~1.5x slower.
+  const auto kv = [&](ggml_tensor* t) { return hp.f16_attention ? ggml_cast(ctx, heads(t), GGML_TYPE_F16) : ggml_cont(ctx, heads(t)); };
+  ggml_tensor* fa = ggml_flash_attn_ext(ctx, heads(q), kv(k), kv(v), nullptr, kq_scale, 0.0f, 0.0f);
+  ggml_prec_set_acc(fa, GGML_PREC_F32);
+  return ggml_reshape_2d(ctx, fa, D, T);  // the result is [d_head, H, T]
+}
+
+ggml_tensor* mlp_residual(ggml_context* ctx, const Hparams& hp, const BlockWeights& b, ggml_tensor* x) {
+  ggml_tensor* cur = linear(ctx, layer_norm(ctx, x, b.ln2_w, b.ln2_b, hp.eps), b.fc1_w, b.fc1_b);
+  if (hp.architecture == Architecture::Timm || hp.ffn_gelu_erf) {
+    cur = ggml_gelu_erf(ctx, cur);
+  } else if (hp.exact_quick_gelu) {
+    // x * sigmoid(1.702 x) == silu(1.702 x) / 1.702: ggml's silu is SIMD, its sigmoid a scalar expf loop
+    // (plus a separate mul): same values to float rounding, a fraction of the time.
+    cur = ggml_scale(ctx, ggml_silu(ctx, ggml_scale(ctx, cur, 1.702f)), 1.0f / 1.702f);
+  } else {
+    cur = ggml_gelu_quick(ctx, cur);
+  }
+  return ggml_add(ctx, x, linear(ctx, cur, b.fc2_w, b.fc2_b));
+}
 
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b) {
   x = ggml_mul_mat(ctx, w, x);
