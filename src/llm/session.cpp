@@ -320,8 +320,8 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt) {
   llama_memory_clear(llama_get_memory(s.ctx.get()), /*data=*/true);
 
   PrefillResult result;
-  const bool has_embeddings = total_embd > 0;
-  if (s.text_as_embeddings && has_embeddings && total_text > 0) {
+  int pos = 0;
+  if (s.text_as_embeddings && total_embd > 0 && total_text > 0) {
     // One batch: every chunk becomes embedding rows (text through the token_embd table).
     const auto decode_start = Clock::now();
     std::vector<float> rows(static_cast<size_t>(total) * n_embd);
@@ -342,14 +342,9 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt) {
              });
     result.chunks.push_back({Chunk::Kind::embeddings, static_cast<int>(total), ms_between(decode_start, Clock::now())});
     result.single_batch = true;
-    result.n_tokens = static_cast<int>(total);
-    result.ms = ms_between(start, Clock::now());
-    result.kv_bytes = static_cast<int64_t>(llama_state_seq_get_size(s.ctx.get(), 0));
-    return result;
+    pos = static_cast<int>(total);
   }
-
-  int pos = 0;
-  for (size_t i = 0; i < prompt.size(); ++i) {
+  for (size_t i = 0; i < prompt.size() && !result.single_batch; ++i) {
     const Chunk& chunk = prompt[i];
     const int n = chunk_positions[i];
     ChunkTiming timing{chunk.kind, n, 0.0};
