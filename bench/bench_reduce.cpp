@@ -1,5 +1,5 @@
-// Reduction cost of every method, given the encoder's taps, at LLaVA-1.5 size (N = 576, D = 1024; DivPrune on
-// 4096-wide projected embeddings) and LLaVA-NeXT size (N = 2880). Run: build/bin/bench_reduce
+// Reduction cost of every method, given the encoder's taps, at LLaVA-1.5 size (N = 576, D = 1024; DivPrune and
+// CDPruner on 4096-wide projected embeddings) and LLaVA-NeXT size (N = 2880). Run: build/bin/bench_reduce
 // (--benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians).
 #include <benchmark/benchmark.h>
 
@@ -42,6 +42,9 @@ VTPRUNE_BENCH(visionzip, Budget::tokens(64));
 VTPRUNE_BENCH(prumerge, Budget::all());
 VTPRUNE_BENCH(prumerge_plus, Budget::all());
 VTPRUNE_BENCH(divprune, Budget::tokens(64));
+VTPRUNE_BENCH(cdpruner, Budget::tokens(64));
+// CDPruner computes one row of the similarity per selected token: its cost grows with the budget
+BENCHMARK_CAPTURE(BM_Reduce, cdpruner_b192, Setup{"cdpruner", Budget::tokens(192)})->Arg(576)->Unit(benchmark::kMillisecond);
 VTPRUNE_BENCH(dfmr, Budget::all());
 VTPRUNE_BENCH(pool, Budget::tokens(64));
 VTPRUNE_BENCH(random, Budget::tokens(64));

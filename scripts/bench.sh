@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# End-to-end TTFT benchmark of vtprune against llama.cpp's llama-mtmd-cli, both built from the same pinned
-# llama.cpp source (deps/llama.cpp), on random-weight models of real shapes (CLIP ViT-L/14-336 mmproj with a
-# TinyLlama-1.1B-shape F16 LLM and with a LLaVA-1.5-7B-shape Q4_0 LLM). Speed does not depend on weight
-# values, so random weights measure the same compute as real ones.
+# End-to-end TTFT benchmark of vtprune against llama.cpp's llama-mtmd-cli, both built in one build from the same
+# pinned llama.cpp source (deps/llama.cpp; llama-mtmd-cli is a target of vtprune's build, so both link the very
+# same ggml), on random-weight models of real shapes: CLIP ViT-L/14-336 mmproj with a TinyLlama-1.1B-shape F16
+# LLM and with a LLaVA-1.5-7B-shape Q4_0 LLM, and a Qwen2.5-VL-3B-shape pair (F16 LLM + F16 mmproj, a 1024x768
+# image -> 37x27 = 999 image tokens). Speed does not depend on weight values, so random weights measure the same
+# compute as real ones.
 #
-#   scripts/bench.sh                 # build, make models, run both shapes, write docs/bench-*.{md,json,png}
-#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16)
+#   scripts/bench.sh                 # build, make models, run every shape, write docs/bench-*.{md,json,png}
+#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b)
 #   BENCH_STEPS=build scripts/bench.sh          # build only (also: models, run)
 #
 # PruMerge(+) tap the last layer by default (layer=-1), which llama.cpp's LLaVA mmproj files do not store (the
@@ -13,41 +15,40 @@
 #
 # Environment: BENCH_THREADS (default: all cores; use 1 when other jobs share the machine: ggml's threads
 # busy-wait, so a contended 2-thread run can be several times slower and very noisy), BENCH_REPEAT (3), BENCH_MODELS (out/bench-models),
-# BENCH_MAX_LOAD (1.5: waits until the 1-minute load average is below it before measuring).
+# BENCH_MAX_LOAD (1.5: waits until the 1-minute load average is below it before measuring), BENCH_WAIT_MINUTES
+# (20: then measures anyway), BENCH_MTMD_CLI (default: the llama-mtmd-cli of the build).
+#
+# Disk: tinyllama ~2.8 GB, llava-7b ~4.5 GB, qwen2.5-vl-3b ~7.6 GB (6.2 GB LLM + 1.34 GB mmproj), all under
+# BENCH_MODELS (out/ is git-ignored). A qwen2.5-vl-3b run takes ~15 minutes on 2 cores (ViT ~5 TFLOP, prefill
+# ~6 TFLOP per `none` run).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 LLAMA_DIR="${VTPRUNE_LLAMA_DIR:-$ROOT/deps/llama.cpp}"
 BUILD="${BENCH_BUILD_DIR:-$ROOT/build-bench}"
-MTMD_BUILD="${BENCH_MTMD_BUILD_DIR:-$ROOT/build-mtmd}"
 MODELS="${BENCH_MODELS:-$ROOT/out/bench-models}"
 DOCS="$ROOT/docs"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 REPEAT="${BENCH_REPEAT:-3}"
-SHAPES="${BENCH_SHAPES:-tinyllama llava-7b llava-7b-bf16}"
+SHAPES="${BENCH_SHAPES:-tinyllama llava-7b llava-7b-bf16 qwen2.5-vl-3b}"
 STEPS="${BENCH_STEPS:-build models run}"
 MAX_LOAD="${BENCH_MAX_LOAD:-1.5}"
+WAIT_MINUTES="${BENCH_WAIT_MINUTES:-20}"
 PROMPT="${BENCH_PROMPT:-What is shown in this image? Answer in one sentence.}"
 
 VTPRUNE="$BUILD/bin/vtprune"
-MTMD_CLI="$MTMD_BUILD/bin/llama-mtmd-cli"
+MTMD_CLI="${BENCH_MTMD_CLI:-$BUILD/bin/llama-mtmd-cli}"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 has_step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 build() {
   [[ -f "$LLAMA_DIR/CMakeLists.txt" ]] || { log "no llama.cpp at $LLAMA_DIR: run scripts/setup.sh first"; exit 1; }
-  log "building vtprune in $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD" -j"$(nproc)" --target vtprune
-  # llama-mtmd-cli from the SAME source tree, same codegen (native, OpenMP) as the copy vtprune links.
-  log "building llama-mtmd-cli in $MTMD_BUILD"
-  cmake -S "$LLAMA_DIR" -B "$MTMD_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-    -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DMTMD_VIDEO=OFF \
-    -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_CCACHE=OFF >/dev/null
-  cmake --build "$MTMD_BUILD" -j"$(nproc)" --target llama-mtmd-cli
+  # vtprune and llama-mtmd-cli in one build: the same llama.cpp source, the same ggml objects and codegen
+  log "building vtprune and llama-mtmd-cli in $BUILD"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVTPRUNE_LLAMA_DIR="$LLAMA_DIR" >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)" --target vtprune llama-mtmd-cli
 }
 
 # make_models SHAPE TYPE [MMPROJ_TYPE]: DIR/{llm.gguf,mmproj.gguf,image.png}; skipped when present. With an
@@ -68,8 +69,9 @@ make_models() {
     log "models for $shape/$type already in $dir"
     return
   fi
-  # the 7B Q4_0 file is ~3.9 GB, the TinyLlama F16 one ~2.2 GB, each mmproj ~0.6 GB
-  local need_gb=3; [[ "$shape" == llava-7b ]] && need_gb=6
+  # the 7B Q4_0 file is ~3.9 GB, the TinyLlama F16 one ~2.2 GB, each CLIP mmproj ~0.6 GB; Qwen2.5-VL-3B:
+  # 6.2 GB F16 LLM + 1.34 GB mmproj
+  local need_gb=3; [[ "$shape" == llava-7b ]] && need_gb=6; [[ "$shape" == qwen2.5-vl-3b ]] && need_gb=9
   mkdir -p "$MODELS"
   local avail_gb
   avail_gb=$(df -Pk "$MODELS" | awk 'NR==2 {print int($4/1048576)}')
@@ -83,13 +85,13 @@ make_models() {
 
 wait_for_quiet_machine() {
   local load
-  for _ in $(seq 1 60); do
+  for _ in $(seq 1 $((WAIT_MINUTES * 3))); do
     load=$(cut -d' ' -f1 /proc/loadavg)
     if awk -v l="$load" -v m="$MAX_LOAD" 'BEGIN { exit !(l < m) }'; then return; fi
     log "load average $load >= $MAX_LOAD: waiting (other jobs would distort the timings)"
     sleep 20
   done
-  log "machine still busy after 20 minutes; measuring anyway (timings will be noisy)"
+  log "machine still busy after $WAIT_MINUTES minutes; measuring anyway (timings will be noisy; the report records the load)"
 }
 
 # run_shape SHAPE TYPE METHODS BUDGETS [MMPROJ_TYPE]
@@ -125,7 +127,13 @@ for shape in $SHAPES; do
       has_step models && make_models llava-7b q4_0 bf16
       has_step run && run_shape llava-7b q4_0 none,hiprune,prumerge:layer=-2,fastervlm 64 bf16
       ;;
-    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16)"; exit 1 ;;
+    qwen2.5-vl-3b)
+      # Qwen2.5-VL through libmtmd: the 1024x768 image gives 999 tokens; HiPrune at the retention ratios of its
+      # Qwen experiments (1/3, 2/9, 1/9), with its Qwen defaults (object block 15, deep block = last, scores summed)
+      has_step models && make_models qwen2.5-vl-3b f16
+      has_step run && run_shape qwen2.5-vl-3b f16 none,hiprune 0.334,0.223,0.112
+      ;;
+    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b)"; exit 1 ;;
   esac
 done
 # The README's chart: the TinyLlama breakdown (the 7B one sits beside it).

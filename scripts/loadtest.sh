@@ -4,10 +4,12 @@
 #   scripts/loadtest.sh                     # 200 requests from 8 concurrent clients
 #   LOADTEST_REQUESTS=500 LOADTEST_CLIENTS=16 scripts/loadtest.sh
 #
-# Fires a fixed, interleaved mix of valid requests (images + text, streaming, several methods and budgets) and
+# Fires a fixed, interleaved mix of valid requests (images + text, streaming, several methods and budgets,
+# multi-turn conversations with a system prompt and an image in their first turn, stop strings, penalties) and
 # malformed ones (broken JSON, bad base64, GIF, unknown method, budget out of range, too many images, body
-# too large, decompression-bomb header, system role, prompt longer than the context, local path) at the
-# server, then reports throughput, p50/p99 latency and error counts. Passes (exit 0) only when the server
+# too large, decompression-bomb header, tool role, prompt longer than the context, local path, an image in an
+# assistant message, two user turns in a row, too many images across turns, a later turn past the context) at
+# the server, then reports throughput, p50/p99 latency, error counts and how much the caches saved. Passes (exit 0) only when the server
 # never crashed, every valid request got 200 with a complete answer, every malformed one a 4xx, and the
 # server exits 0 on SIGTERM. Bounded: a fixed number of requests, 60 s per request, LOADTEST_TIMEOUT overall.
 #
@@ -83,6 +85,11 @@ body() { printf '%s' "$2" > "$WORK/req/$1.json"; }
 img() { printf '{"type":"image_url","image_url":{"url":"%s"}}' "$1"; }
 txt() { printf '{"type":"text","text":"%s"}' "$1"; }
 user() { printf '{"model":"tiny","messages":[{"role":"user","content":[%s]}]%s}' "$1" "$2"; }
+conv() { printf '{"model":"tiny","messages":[%s]%s}' "$1" "$2"; }   # conv MESSAGES EXTRA
+msg() { printf '{"role":"%s","content":"%s"}' "$1" "$2"; }
+imsg() { printf '{"role":"user","content":[%s]}' "$1"; }
+SYS="$(msg system "You are a careful assistant.")"
+TURN1="$(imsg "$(img "$IMAGE"),$(txt "What is in the image?")")"
 
 # valid (expect 200 and a complete answer)
 body valid_hiprune   "$(user "$(img "$IMAGE"),$(txt "What is in the image?")" ',"max_tokens":16,"vtprune":{"method":"hiprune","budget":64}')"
@@ -91,6 +98,10 @@ body valid_stream    "$(user "$(img "$IMAGE"),$(txt "Describe it.")" ',"max_toke
 body valid_two_pool  "$(user "$(img "$IMAGE"),$(img "$IMAGE"),$(txt "Compare them.")" ',"max_tokens":8,"vtprune":{"method":"pool","budget":"25%"}')"
 body valid_all       "$(user "$(img "$IMAGE"),$(txt "Everything?")" ',"max_tokens":8,"vtprune":{"method":"none"}')"
 body valid_visionzip "$(user "$(img "$IMAGE")" ',"max_tokens":8,"vtprune":{"method":"visionzip","budget":64}')"
+# conversations: the whole history every turn, as chat UIs send it (the image comes from the cache after the first)
+body valid_conv2     "$(conv "$SYS,$TURN1,$(msg assistant "A small picture."),$(msg user "What colours does it have?")" ',"max_tokens":12,"vtprune":{"method":"hiprune","budget":64}')"
+body valid_conv3     "$(conv "$SYS,$TURN1,$(msg assistant "A small picture."),$(msg user "What colours?"),$(msg assistant "Several."),$(msg user "Name two.")" ',"max_tokens":12,"stop":["\n\n"],"frequency_penalty":0.5,"vtprune":{"method":"hiprune","budget":64}')"
+body valid_conv_stream "$(conv "$SYS,$TURN1,$(msg assistant "A small picture."),$(imsg "$(txt "And this one?"),$(img "$IMAGE")")" ',"max_tokens":8,"stream":true,"stream_options":{"include_usage":true},"vtprune":{"method":"fastervlm","budget":32,"scope":"total"}')"
 # malformed (expect 4xx)
 body bad_json        '{"model":"tiny","messages":[{"role":"user","content":"unterminated'
 body bad_base64      "$(user "$(img 'data:image/png;base64,@@not*base64@@')" '')"
@@ -100,7 +111,11 @@ body bad_option      "$(user "$(img "$IMAGE")" ',"vtprune":{"method":"hiprune","
 body bad_budget      "$(user "$(img "$IMAGE")" ',"vtprune":{"method":"hiprune","budget":100000}')"
 body bad_images      "$(user "$(img "$IMAGE"),$(img "$IMAGE"),$(img "$IMAGE"),$(img "$IMAGE"),$(img "$IMAGE")" '')"
 body bad_bomb        "$(user "$(img "$BOMB")" '')"
-body bad_role        '{"messages":[{"role":"system","content":"Be terse."},{"role":"user","content":"Hi"}]}'
+body bad_role        '{"messages":[{"role":"user","content":"Hi"},{"role":"tool","content":"x"},{"role":"user","content":"Hi"}]}'
+body bad_conv_image  "$(conv "$(msg user "Hi"),{\"role\":\"assistant\",\"content\":[$(img "$IMAGE")]},$(msg user "And?")" '')"
+body bad_conv_order  "$(conv "$SYS,$(msg user "Hi"),$(msg user "Hi again")" '')"
+body bad_conv_images "$(conv "$TURN1,$(msg assistant "A."),$TURN1,$(msg assistant "B."),$TURN1,$(msg assistant "C."),$(imsg "$(img "$IMAGE"),$(img "$IMAGE")")" '')"
+body bad_conv_context "$(conv "$TURN1,$(msg assistant "A."),$(msg user "$(printf 'word %.0s' $(seq 3000))")" '')"
 body bad_context     "$(user "$(txt "$(printf 'word %.0s' $(seq 3000))")" '')"
 body bad_local       "$(user "$(img "/etc/hostname")" '')"
 body bad_temperature "$(user "$(txt "Hi")" ',"temperature":7')"
@@ -108,7 +123,9 @@ head -c $((5 * 1024 * 1024)) /dev/zero | tr '\0' ' ' > "$WORK/req/bad_too_large.
 
 KINDS=(valid_hiprune bad_json valid_text bad_base64 valid_stream bad_type valid_two_pool bad_method valid_all
        bad_option valid_visionzip bad_budget valid_hiprune bad_images valid_text bad_bomb valid_stream bad_role
-       valid_all bad_context valid_two_pool bad_local valid_visionzip bad_temperature valid_hiprune bad_too_large)
+       valid_all bad_context valid_two_pool bad_local valid_visionzip bad_temperature valid_hiprune bad_too_large
+       valid_conv2 bad_conv_image valid_conv3 bad_conv_order valid_conv_stream bad_conv_images valid_conv2
+       bad_conv_context valid_conv3)
 
 # ---- server -------------------------------------------------------------------------------------------
 "$BIN" serve -m "$MODEL/llm.gguf" --mmproj "$MODEL/mmproj.gguf" --host 127.0.0.1 --port 0 \
@@ -164,7 +181,7 @@ while read -r i kind code secs; do
   codes[$code]=$(( ${codes[$code]:-0} + 1 ))
   if [[ $kind == valid_* ]]; then
     if [[ $code == 200 ]] && { grep -q '"finish_reason":"\(stop\|length\)"' "$WORK/out/$i"; } &&
-       { [[ $kind != valid_stream ]] || tail -c 20 "$WORK/out/$i" | grep -q 'data: \[DONE\]'; }; then
+       { [[ $kind != valid_*stream ]] || tail -c 20 "$WORK/out/$i" | grep -q 'data: \[DONE\]'; }; then
       valid_ok=$((valid_ok + 1))
     else
       valid_bad=$((valid_bad + 1))
@@ -209,7 +226,7 @@ echo "  HTTP status counts:$code_summary"
 echo "  valid: $valid_ok answered 200, $valid_bad failed ($incomplete incomplete)"
 echo "  malformed: $malformed_ok answered 4xx, $malformed_bad not"
 echo "  server: $([[ $ALIVE == 1 ]] && echo alive || echo CRASHED) after the load, /health $HEALTH, exit code ${EXIT_CODE:-none} on SIGTERM"
-echo "$METRICS" | grep -E '^vtprune_(visual_tokens_(in|kept)_total|ttft_seconds_(sum|count)) ' | sed 's/^/  metrics: /'
+echo "$METRICS" | grep -E '^vtprune_(visual_tokens_(in|kept)_total|ttft_seconds_(sum|count)|prompt_tokens(_cached)?_total|image_cache_(hits|misses|evictions)_total) ' | sed 's/^/  metrics: /'
 
 if [[ $ALIVE == 1 && $HEALTH == 200 && $ANSWERED == "$TOTAL" && $valid_bad == 0 && $malformed_bad == 0 && ${EXIT_CODE:-1} == 0 ]]; then
   echo "loadtest: PASS"

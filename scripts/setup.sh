@@ -1,22 +1,52 @@
 #!/usr/bin/env bash
-# vtprune set-up: Debian packages, the pinned llama.cpp (from the npm package node-llama-cpp@3.22.1),
+# vtprune set-up: Debian packages, the pinned llama.cpp (commit de3ff81 as bundled in node-llama-cpp 3.22.1),
 # and a Release build of vtprune at build/bin/vtprune.
 #
 #   scripts/setup.sh                      # everything, llama.cpp from the pinned npm tarball into deps/
 #   VTPRUNE_LLAMA_DIR=~/llama.cpp scripts/setup.sh   # use your own llama.cpp checkout instead
+#   VTPRUNE_CPU=x86-64-v3 VTPRUNE_BUILD_DIR=build-avx2 scripts/setup.sh   # portable AVX2 build (for packages)
+#
+# VTPRUNE_CPU: native (default: this CPU), x86-64-v3 (AVX2/FMA/F16C, no AVX-512), x86-64-v2 (SSE4.2) or generic
+# (the compiler's default target); it sets ggml's instruction-set options and vtprune's -march together.
+# An existing build folder keeps the target it was configured with unless VTPRUNE_CPU is given.
 #
 # Re-runs are cheap: installed packages, the deps/llama.cpp checkout and the build/ tree are reused.
+# `scripts/setup.sh --sdk-only` installs only the OpenAI SDK for Node that the server's tests drive (step 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 LLAMA_NPM_PACKAGE="node-llama-cpp@3.22.1"
 LLAMA_NPM_SHA256="a0d9dd80eacd2ab1cfe71aee57ac8a806487fd70b3d2a38fbec637752d9e5c5f"
-LLAMA_COMMIT="de3ff815ea7d559ee917f063901b8986f038abc6"   # release v0.5.0 inside that package
+LLAMA_COMMIT="de3ff815ea7d559ee917f063901b8986f038abc6"   # the llama.cpp commit bundled in that package
 BUILD_DIR=${VTPRUNE_BUILD_DIR:-build}
 JOBS=${VTPRUNE_JOBS:-2}
 
 log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- 4. the OpenAI SDK for Node (npm `openai`, pinned) in the ignored deps/node: tests/server/openai_sdk drives
+#        `vtprune serve` with it. Node 20 is enough for this version (7.x needs Node 22).
+OPENAI_SDK_VERSION="6.49.0"
+install_openai_sdk() {
+  local dir=$ROOT/deps/node have=""
+  if ! command -v npm >/dev/null 2>&1; then
+    log "npm not found: the OpenAI SDK tests will be skipped"
+    return 0
+  fi
+  [[ -f $dir/node_modules/openai/package.json ]] &&
+    have=$(node -p "require('$dir/node_modules/openai/package.json').version" 2>/dev/null || true)
+  if [[ $have == "$OPENAI_SDK_VERSION" ]]; then
+    log "OpenAI SDK for Node $OPENAI_SDK_VERSION already in deps/node"
+    return 0
+  fi
+  log "installing the OpenAI SDK for Node (npm openai@$OPENAI_SDK_VERSION) into deps/node"
+  mkdir -p "$dir"
+  npm install --silent --no-audit --no-fund --prefix "$dir" "openai@$OPENAI_SDK_VERSION" >/dev/null
+}
+if [[ ${1:-} == --sdk-only ]]; then
+  install_openai_sdk
+  exit 0
+fi
 
 # --- 1. Debian packages (only the missing ones) -------------------------------------------------
 PKGS=(build-essential cmake ninja-build pkg-config git ca-certificates curl nodejs npm
@@ -66,8 +96,11 @@ fi
   log "not a llama.cpp checkout: $LLAMA_DIR"; exit 1; }
 
 # --- 3. vtprune (builds ggml + llama static, CPU backend, Release, as a sub-project) -------------
-log "configuring $BUILD_DIR (llama.cpp from $LLAMA_DIR)"
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVTPRUNE_LLAMA_DIR="$LLAMA_DIR" >/dev/null
+CPU_ARGS=()
+[[ -n ${VTPRUNE_CPU:-} ]] && CPU_ARGS=(-DVTPRUNE_CPU="$VTPRUNE_CPU")
+log "configuring $BUILD_DIR (llama.cpp from $LLAMA_DIR, CPU target ${VTPRUNE_CPU:-as configured, default native})"
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVTPRUNE_LLAMA_DIR="$LLAMA_DIR" "${CPU_ARGS[@]+"${CPU_ARGS[@]}"}" >/dev/null
 log "building with -j$JOBS (the first build compiles llama.cpp: a few minutes)"
 cmake --build "$BUILD_DIR" -j "$JOBS"
+install_openai_sdk
 log "done: $BUILD_DIR/bin/vtprune"

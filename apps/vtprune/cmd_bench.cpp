@@ -35,20 +35,22 @@ void write_text(const std::string& path, const std::string& text) {
 void add_bench(CLI::App& app, Action& action) {
   struct Args {
     bench::BenchParams params;
-    std::string methods = "none,hiprune", budgets = "576,192,128,64";
+    std::string methods = "none,hiprune", budgets;
     std::string json, markdown, chart;
     bool no_encoder = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "TTFT per stage for every method x budget, vs the FLOP ideal and llama-mtmd-cli");
   cmd->add_option("-m,--model", a->params.llm_path, "LLM GGUF")->required();
-  cmd->add_option("--mmproj", a->params.mmproj_path, "mmproj GGUF (CLIP vision tower + projector)")->required();
+  cmd->add_option("--mmproj", a->params.mmproj_path, "mmproj GGUF (LLaVA-1.5 CLIP or Qwen2.5-VL vision tower + projector)")
+      ->required();
   cmd->add_option("--image", a->params.image_path, "image file")->required();
   cmd->add_option("-p,--prompt", a->params.prompt, "question")->capture_default_str();
   cmd->add_option("--methods", a->methods, "comma-separated methods, each optionally with options: prumerge:layer=-2 (none is always added: speed-ups are relative to it)")
       ->capture_default_str();
-  cmd->add_option("--budgets", a->budgets, "comma-separated budgets (count, ratio or N%; methods that ignore budgets run once)")
-      ->capture_default_str();
+  cmd->add_option("--budgets", a->budgets,
+                  "comma-separated budgets: a count, a retention ratio (0.112) or N%; methods that ignore budgets run "
+                  "once (default: 576,192,128,64 for LLaVA-1.5; 0.334,0.223,0.112 for dynamic-resolution families)");
   cmd->add_option("--repeat", a->params.repeat, "measured runs per configuration")->capture_default_str();
   cmd->add_option("--warmup", a->params.warmup, "unmeasured warm-up runs")->capture_default_str();
   cmd->add_option("-t,--threads", a->params.threads, "threads (0 = all cores)")->capture_default_str();
@@ -58,7 +60,9 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("--markdown", a->markdown, "write the tables as markdown");
   cmd->add_option("--chart", a->chart, "write the TTFT breakdown as a PNG stacked-bar chart");
   cmd->add_option("--compare-mtmd", a->params.mtmd_cli, "llama-mtmd-cli binary to run on the same files (scripts/bench.sh builds it)");
-  cmd->add_flag("--no-encoder-bench", a->no_encoder, "skip the encoder-only comparison");
+  cmd->add_flag("--no-encoder-bench", a->no_encoder,
+                "skip the encoder-only comparison (LLaVA-1.5: extra encoder-only runs; libmtmd families: rows taken "
+                "from the end-to-end runs, no extra cost)");
   cmd->add_flag("--vit-f16-attention", a->params.f16_attention,
                 "end-to-end rows with flash attention on F16 K/V in untapped ViT blocks (as llama.cpp)");
   cmd->callback([a, &action] {
@@ -74,7 +78,7 @@ void add_bench(CLI::App& app, Action& action) {
       }
       std::ostringstream cmdline;
       cmdline << "vtprune bench -m " << p.llm_path << " --mmproj " << p.mmproj_path << " --image " << p.image_path
-              << " --methods " << a->methods << " --budgets " << a->budgets << " --repeat " << p.repeat << " -t "
+              << " --methods " << a->methods << (a->budgets.empty() ? "" : " --budgets " + a->budgets) << " --repeat " << p.repeat << " -t "
               << p.threads << " -n " << p.n_predict << (p.mtmd_cli.empty() ? "" : " --compare-mtmd " + p.mtmd_cli);
       p.command_line = cmdline.str();
       p.progress = [](const std::string& line) { std::fprintf(stderr, "[bench] %s\n", line.c_str()); };

@@ -1,5 +1,5 @@
-// `vtprune make-test-model`: a random-weight LLaVA-1.5-shaped GGUF pair (llm.gguf + mmproj.gguf) with the exact
-// tensor layout and metadata of llama.cpp's conversion, plus a generated test image. Speed does not depend on
+// `vtprune make-test-model`: a random-weight GGUF pair (llm.gguf + mmproj.gguf) with the exact tensor layout and
+// metadata of llama.cpp's conversion of LLaVA-1.5 or Qwen2.5-VL, plus a generated test image. Speed does not depend on
 // weight values, so these are what tests, benchmarks and the demo run on.
 #include <cmath>
 #include <cstdio>
@@ -24,19 +24,22 @@ vision::MmprojShape mmproj_shape(const std::string& shape, int llm_width) {
   return s;
 }
 
-// A 336x336 test scene: a sky-to-ground gradient, a red disc, a green square and a blue stripe.
-vision::RgbImage test_scene(int size) {
+// A test scene: a sky-to-ground gradient, a red disc, a green square and a blue stripe (positions relative to
+// the height, so a wide image keeps a round disc and a square square).
+vision::RgbImage test_scene(int width, int height) {
   vision::RgbImage img;
-  img.width = img.height = size;
-  img.pixels.resize(static_cast<size_t>(size) * size * 3);
-  for (int y = 0; y < size; ++y) {
-    for (int x = 0; x < size; ++x) {
-      const double fy = static_cast<double>(y) / size, fx = static_cast<double>(x) / size;
+  img.width = width;
+  img.height = height;
+  img.pixels.resize(static_cast<size_t>(width) * height * 3);
+  const double aspect = static_cast<double>(width) / height;
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      const double fy = static_cast<double>(y) / height, fx = static_cast<double>(x) / height;
       double r = 120 + 100 * fy, g = 170 + 50 * fy, b = 235 - 140 * fy;
       if (std::hypot(fx - 0.32, fy - 0.35) < 0.16) r = 220, g = 40, b = 40;
-      if (fx > 0.58 && fx < 0.86 && fy > 0.52 && fy < 0.80) r = 40, g = 170, b = 60;
+      if (fx > aspect - 0.42 && fx < aspect - 0.14 && fy > 0.52 && fy < 0.80) r = 40, g = 170, b = 60;
       if (fy > 0.88) r = 40, g = 60, b = 200;
-      uint8_t* p = &img.pixels[(static_cast<size_t>(y) * size + x) * 3];
+      uint8_t* p = &img.pixels[(static_cast<size_t>(y) * width + x) * 3];
       p[0] = static_cast<uint8_t>(r), p[1] = static_cast<uint8_t>(g), p[2] = static_cast<uint8_t>(b);
     }
   }
@@ -49,15 +52,20 @@ void add_make_test_model(CLI::App& app, Action& action) {
   struct Args {
     std::string out, shape = "tiny", type = "f16", mmproj_type = "f16";
     uint64_t seed = 0;
-    bool mmproj_only = false;
+    bool mmproj_only = false, header_only = false;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("make-test-model", "Write a random-weight LLaVA-1.5-shaped llm.gguf + mmproj.gguf pair and image.png");
+  CLI::App* cmd = app.add_subcommand(
+      "make-test-model", "Write a random-weight llm.gguf + mmproj.gguf pair (LLaVA-1.5 or Qwen2.5-VL layout) and image.png");
   cmd->add_option("--out", a->out, "output directory")->required();
-  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b")->capture_default_str();
+  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b (LLaVA-1.5) | qwen2.5-vl | qwen2.5-vl-3b (Qwen2.5-VL)")
+      ->capture_default_str();
   cmd->add_option("--type", a->type, "LLM weight type: f32 | f16 | q8_0 | q4_0")->capture_default_str();
   cmd->add_option("--mmproj-type", a->mmproj_type, "mmproj weight matrices: f32 | f16 | bf16 | q8_0")->capture_default_str();
   cmd->add_flag("--mmproj-only", a->mmproj_only, "write only mmproj.gguf and image.png (keep an existing llm.gguf)");
+  cmd->add_flag("--header-only", a->header_only,
+                "Qwen2.5-VL shapes: write only the GGUF headers (metadata + tensor table, no weights), to inspect a "
+                "multi-GB layout without writing it; no loader can run such files");
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
   cmd->callback([a, &action] {
     action = [a] {
@@ -66,12 +74,32 @@ void add_make_test_model(CLI::App& app, Action& action) {
       const vision::WeightType mmproj_type = vision::parse_mmproj_weight_type(a->mmproj_type);
       std::filesystem::create_directories(a->out);
       const auto dir = std::filesystem::path(a->out);
-      const vision::MmprojShape vshape = mmproj_shape(a->shape, llm_shape.n_embd);
-      vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
-      if (!a->mmproj_only) llm::write_test_llm((dir / "llm.gguf").string(), llm_shape, a->seed, type);
-      vision::save_png(dir / "image.png", test_scene(vshape.image_size));
-      std::printf("wrote %s/{%smmproj.gguf, image.png} (%s, LLM %s, mmproj %s)\n", a->out.c_str(),
-                  a->mmproj_only ? "" : "llm.gguf, ", a->shape.c_str(), a->type.c_str(), a->mmproj_type.c_str());
+      const auto llm_path = (dir / "llm.gguf").string();
+      if (llm_shape.arch == llm::TestLlmArch::qwen2vl) {
+        // Qwen2.5-VL keeps each image's own size (rounded to 28 px): a non-square picture several 112-px
+        // attention windows wide and tall, so window order matters (252x196 -> a 9x7 merged grid, 3x2 windows);
+        // the 3B shape gets the benchmark's 1024x768.
+        const bool tiny = a->shape == "qwen2.5-vl";
+        vision::Qwen25VlMmprojShape vshape = vision::qwen25vl_mmproj_shape(a->shape);
+        vshape.proj_out = llm_shape.n_embd;
+        if (a->header_only) {
+          vision::write_test_mmproj_qwen25vl_header(dir / "mmproj.gguf", vshape, mmproj_type);
+          if (!a->mmproj_only) llm::write_test_llm_header(llm_path, llm_shape, type);
+        } else {
+          vision::write_test_mmproj_qwen25vl(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
+          if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);
+        }
+        vision::save_png(dir / "image.png", tiny ? test_scene(252, 196) : test_scene(1024, 768));
+      } else {
+        if (a->header_only) throw Error("--header-only is for the Qwen2.5-VL shapes (qwen2.5-vl, qwen2.5-vl-3b)");
+        const vision::MmprojShape vshape = mmproj_shape(a->shape, llm_shape.n_embd);
+        vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
+        if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);
+        vision::save_png(dir / "image.png", test_scene(vshape.image_size, vshape.image_size));
+      }
+      std::printf("wrote %s/{%smmproj.gguf, image.png} (%s, LLM %s, mmproj %s%s)\n", a->out.c_str(),
+                  a->mmproj_only ? "" : "llm.gguf, ", a->shape.c_str(), a->type.c_str(), a->mmproj_type.c_str(),
+                  a->header_only ? ", headers only" : "");
       return 0;
     };
   });

@@ -42,9 +42,9 @@ void add_run(CLI::App& app, Action& action) {
     bool json = false;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("run", "Answer a prompt about images with a LLaVA-1.5 GGUF pair and a reduction method");
-  cmd->add_option("-m,--model", a->vlm.llm_path, "LLM GGUF (llama.cpp LLaVA-1.5 conversion, any quantisation)")->required();
-  auto* mmproj = cmd->add_option("--mmproj", a->vlm.mmproj_path, "mmproj GGUF (CLIP vision tower + projector)");
+  CLI::App* cmd = app.add_subcommand("run", "Answer a prompt about images with a VLM GGUF pair (LLaVA-1.5, Qwen2.5-VL) and a reduction method");
+  cmd->add_option("-m,--model", a->vlm.llm_path, "LLM GGUF (llama.cpp conversion, any quantisation)")->required();
+  auto* mmproj = cmd->add_option("--mmproj", a->vlm.mmproj_path, "mmproj GGUF (vision encoder + projector; its projector type picks the family)");
   auto* tower = cmd->add_option("--vision-tower", a->vlm.vision_tower_path,
                                 "Hugging Face CLIP vision tower (safetensors file or folder; keeps all 24 layers)");
   cmd->add_option("--projector", a->vlm.projector_path, "LLaVA projector safetensors, when not inside the tower's file")->needs(tower);
@@ -65,6 +65,7 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_flag("--mtmd-compat", a->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does (CLS last, one layer short)");
   cmd->add_flag("--vit-f16-attention", a->vlm.mmproj.f16_attention,
                 "flash attention on F16 K/V in untapped ViT blocks, as llama.cpp does (faster; features move ~1e-3)");
+  add_device_options(*cmd, a->vlm);
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming the answer");
   cmd->add_flag("-v,--verbose", a->vlm.verbose, "show llama.cpp's log");
   cmd->callback([a, &action] {
@@ -93,6 +94,8 @@ void add_run(CLI::App& app, Action& action) {
       if (a->json) {
         nlohmann::json j;
         j["answer"] = r.answer;
+        j["family"] = vlm.family().name;
+        j["encoder"] = std::string(family::to_string(vlm.encoder()));
         j["method"] = r.method;
         j["budget"] = r.budget;
         j["tokens_in"] = r.tokens_in;
@@ -104,7 +107,7 @@ void add_run(CLI::App& app, Action& action) {
         for (const auto& im : r.images) {
           kept.push_back(im.reduction.kept);
           images.push_back({{"tokens_in", im.tokens_in}, {"tokens_kept", im.tokens_kept}, {"budget", im.budget},
-                            {"stats", im.reduction.stats}});
+                            {"grid", {im.grid.h, im.grid.w}}, {"stats", im.reduction.stats}});
         }
         j["kept"] = kept;  // one list per image, source indices in the order the LLM receives them
         j["images"] = images;

@@ -71,8 +71,8 @@ class SignalWatcher {
 void add_serve(CLI::App& app, Action& action) {
   auto o = std::make_shared<server::ServerOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve an OpenAI-compatible /v1/chat/completions API with visual-token reduction");
-  cmd->add_option("-m,--model", o->vlm.llm_path, "LLM GGUF (llama.cpp LLaVA-1.5 conversion)")->required();
-  cmd->add_option("--mmproj", o->vlm.mmproj_path, "mmproj GGUF (CLIP vision tower + projector)")->required();
+  cmd->add_option("-m,--model", o->vlm.llm_path, "LLM GGUF (llama.cpp conversion: LLaVA-1.5, Qwen2.5-VL)")->required();
+  cmd->add_option("--mmproj", o->vlm.mmproj_path, "mmproj GGUF (vision encoder + projector; its projector type picks the family)")->required();
   cmd->add_option("--host", o->host, "address to listen on (loopback by default)")->capture_default_str();
   cmd->add_option("--port", o->port, "port (0 = any free port, printed at start)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--parallel", o->parallel, "slots: requests generated at once, each with its own model copy")
@@ -93,22 +93,33 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_option("--max-tokens", o->limits.max_tokens, "largest max_tokens a request may ask for")->capture_default_str();
   cmd->add_option("--default-max-tokens", o->limits.default_max_tokens, "max_tokens when a request gives none")->capture_default_str();
   cmd->add_option("--shutdown-grace", o->shutdown_grace_s, "seconds in-flight requests may finish after SIGINT/SIGTERM")->capture_default_str();
+  auto cache_mib = std::make_shared<int64_t>(o->image_cache_bytes >> 20);
+  cmd->add_option("--image-cache-mib", *cache_mib,
+                  "MiB of encoded + reduced images kept for later turns (LRU, shared by the slots; 0 = off)")
+      ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  auto no_prompt_cache = std::make_shared<bool>(false);
+  cmd->add_flag("--no-prompt-cache", *no_prompt_cache,
+                "prefill every request from scratch (default: a slot keeps the KV prefix a request shares with its last one)");
   cmd->add_flag("--mtmd-compat", o->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does");
   cmd->add_flag("--vit-f16-attention", o->vlm.mmproj.f16_attention,
                 "flash attention on F16 K/V in untapped ViT blocks, as llama.cpp does (faster; features move ~1e-3)");
+  add_device_options(*cmd, o->vlm);
   cmd->add_flag("-v,--verbose", o->vlm.verbose, "show llama.cpp's log");
   auto quiet = std::make_shared<bool>(false);
   cmd->add_flag("-q,--quiet", *quiet, "no per-request log lines");
-  cmd->callback([o, quiet, &action] {
+  cmd->callback([o, quiet, cache_mib, no_prompt_cache, &action] {
     o->log_requests = !*quiet;
+    o->image_cache_bytes = *cache_mib << 20;
+    o->prompt_cache = !*no_prompt_cache;
     action = [o] {
       SignalWatcher signals;
       server::Server server(*o);
       if (signals.received()) return 0;  // interrupted while loading
       const int port = server.bind();
-      std::fprintf(stderr, "[vtprune serve] %s + %s, %d slot(s), queue %d, default %s (budget %s)\n",
+      std::fprintf(stderr, "[vtprune serve] %s + %s, %d slot(s), queue %d, default %s (budget %s), image cache %lld MiB, "
+                   "prompt cache %s\n",
                    o->vlm.llm_path.c_str(), o->vlm.mmproj_path.c_str(), o->parallel, o->queue, o->method.c_str(),
-                   o->budget.c_str());
+                   o->budget.c_str(), static_cast<long long>(o->image_cache_bytes >> 20), o->prompt_cache ? "on" : "off");
       // Scripts and tests wait for this exact line (and read the port from it when --port 0).
       std::printf("vtprune serve: listening on http://%s:%d\n", o->host.c_str(), port);
       std::fflush(stdout);

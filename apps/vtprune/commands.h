@@ -6,6 +6,10 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 
+namespace vtprune::pipeline {
+struct VlmParams;
+}
+
 namespace vtprune::cli {
 
 using Action = std::function<int()>;
@@ -14,6 +18,7 @@ using Action = std::function<int()>;
 void add_reduce(CLI::App& app, Action& action);
 void add_make_case(CLI::App& app, Action& action);
 void add_methods(CLI::App& app, Action& action);
+void add_families(CLI::App& app, Action& action);
 void add_run(CLI::App& app, Action& action);
 void add_make_test_model(CLI::App& app, Action& action);
 void add_classify(CLI::App& app, Action& action);
@@ -21,5 +26,9 @@ void add_serve(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
 void add_viz(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
+
+// The flags every command that loads a VLM pair takes alike (run, serve, bench, eval vqa): which encoder serves
+// the mmproj (--encoder), GPU offload (-ngl, --mmproj-offload) and libmtmd's image token limits.
+void add_device_options(CLI::App& cmd, pipeline::VlmParams& vlm);
 
 }  // namespace vtprune::cli

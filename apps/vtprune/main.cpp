@@ -1,6 +1,9 @@
 // vtprune: training-free visual-token reduction for VLMs on ggml + libllama.
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 #include "llama.h"
@@ -15,6 +18,7 @@ int main(int argc, char** argv) {
   vtprune::cli::add_reduce(app, action);
   vtprune::cli::add_make_case(app, action);
   vtprune::cli::add_methods(app, action);
+  vtprune::cli::add_families(app, action);
   vtprune::cli::add_run(app, action);
   vtprune::cli::add_make_test_model(app, action);
   vtprune::cli::add_classify(app, action);
@@ -22,8 +26,15 @@ int main(int argc, char** argv) {
   vtprune::cli::add_bench(app, action);
   vtprune::cli::add_viz(app, action);
   vtprune::cli::add_eval(app, action);
+  // llama.cpp's multi-letter short flag -ngl (CLI11 takes one-letter short names only)
+  std::vector<std::string> args(argv, argv + argc);
+  for (auto& arg : args) {
+    if (arg == "-ngl") arg = "--n-gpu-layers";
+  }
+  std::vector<char*> argp;
+  for (auto& arg : args) argp.push_back(arg.data());
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(argp.size()), argp.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

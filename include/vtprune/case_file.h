@@ -7,7 +7,9 @@
 //   q, k [T,C]                          raw q_proj / k_proj of the last layer (PruMerge)
 //   keys [T,C]                          raw k_proj of the feature layer (VisionZip); metric is ignored
 //   hidden [T,D]                        feature-layer hidden states incl. CLS (VisionZip)
-//   features [N,D]                      patch features (DivPrune: the projected embeddings)
+//   features [N,D]                      patch features (DivPrune, CDPruner: the projected embeddings)
+//   image_embeds [N,C], text_embeds [M,C]   CLIP image / instruction embeddings (CDPruner relevance=clip)
+//   prompt_embeddings [P,D]             the LLM's token embeddings of the prompt (CDPruner relevance=llm)
 // params: grid_h/grid_w/n_patches, has_cls, budget, method options by name (alpha, k_nn, iqr_k, dominant,
 // contextual, ...), "options": ["key=value", ...], and for HiPrune "object_layer" 1-based (HIPRUNE_OBJECT_LAYER).
 // Layer geometry defaults to LLaVA-1.5's CLIP ViT-L/14-336: 24 layers, features from layer 22
@@ -22,6 +24,10 @@
 #include <nlohmann/json.hpp>
 
 #include "vtprune/reduce.h"
+
+namespace vtprune::family {
+struct Family;
+}
 
 namespace vtprune::io {
 
@@ -52,6 +58,8 @@ class Case {
   const std::vector<std::string>& options() const { return options_; }
   // The encoder output for the case's method; views point into this Case (keep it alive).
   const EncoderOutput& encoder_output() const { return output_; }
+  // The model family named by params.model_family (e.g. "qwen2_5_vl"), or null for LLaVA-1.5's geometry.
+  const family::Family* family() const;
 
  private:
   Case() = default;
@@ -82,7 +90,7 @@ struct SyntheticCaseSpec {
 void write_synthetic_case(const SyntheticCaseSpec& spec, const std::filesystem::path& dir);
 
 // result.json of `vtprune reduce`: method, kept (output order), kept_sorted, index_space, rows, dim, roles,
-// selection_order, groups, stats, options, budget.
+// selection_order, groups, relevance (CDPruner: per patch), stats, options, budget.
 nlohmann::json reduction_to_json(const Reduction& r, const Reducer& reducer, const Budget& budget);
 
 }  // namespace vtprune::io

@@ -1,7 +1,11 @@
 // vtprune pipeline: one VLM request end to end, every stage timed.
 //
-//   image bytes -> decode -> preprocess -> ViT encode (+ the taps the method needs) -> reduce
-//               -> projector on the kept tokens only -> LLaVA-1.5 prompt -> libllama prefill -> generate
+// Two encoders behind one seam, chosen by the mmproj file's family (family.h):
+//   own (LLaVA-1.5):  image bytes -> decode -> preprocess -> vtprune's ViT (+ taps) -> reduce
+//                     -> projector on the kept tokens only -> LLaVA-1.5 prompt -> libllama prefill -> generate
+//   libmtmd (Qwen2.5-VL, ...): image bytes -> decode -> the file's chat template -> mtmd_tokenize (libmtmd's own
+//                     resize) -> libmtmd's ViT + projector (+ taps through the eval callback) -> reduce the
+//                     LLM-input embeddings -> prefill with the family's positions (M-RoPE: kept tokens keep theirs)
 #pragma once
 
 #include <filesystem>
@@ -9,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "vtprune/family.h"
 #include "vtprune/llm.h"
 #include "vtprune/reduce.h"
 #include "vtprune/vision.h"
@@ -25,6 +30,11 @@ struct VlmParams {
   int threads = 0;        // 0 = all cores
   int n_ctx = 4096;
   bool verbose = false;
+  // "auto" (the family's encoder: vtprune's graph for LLaVA-1.5, libmtmd for the others), "own" or "mtmd".
+  std::string encoder = "auto";
+  int n_gpu_layers = 0;    // LLM layers on the GPU (-ngl), when llama.cpp was built with a GPU backend
+  bool vision_gpu = false; // libmtmd's encoder on the GPU backend (families served by libmtmd)
+  int image_min_tokens = -1, image_max_tokens = -1;  // llama.cpp's limits for dynamic-resolution families
   vision::MmprojOptions mmproj;
   vision::ImageLimits image_limits;
 };
@@ -35,15 +45,32 @@ enum class BudgetScope {
   Total,     // the budget is split across images (see split_budget)
 };
 
+class EmbeddingCache;  // embedding_cache.h
+
 struct Request {
   std::vector<std::vector<uint8_t>> images;  // encoded image files (JPEG / PNG / BMP)
   std::vector<std::string> image_names;      // for error messages (same length as images, or empty)
-  std::string prompt;                        // the user's question; may contain <image> markers
+  // A single question: the shorthand for one user message (used when `messages` is empty); may contain <image>
+  // markers, otherwise the images go first.
+  std::string prompt;
+  // A conversation (system / developer, user and assistant messages), rendered with the family's template:
+  // LLaVA-1.5's conv_llava_v1 (llm::llava15_conversation) or the model file's own (llm::render_chat). Every
+  // image is an <image> marker in a user message's content; markers and images match in number and order.
+  std::vector<llm::ChatMessage> messages;
   std::string method = "none";
   std::vector<std::string> options;          // method options, key=value
-  Budget budget = Budget::all();
+  Budget budget = Budget::all();             // per image, or for all images of the conversation (scope)
   BudgetScope scope = BudgetScope::PerImage;
   llm::SamplingParams sampling;
+
+  // ---- reuse across requests (a server's prompt caching); both off by default
+  // Encoded + reduced images are looked up here before anything is encoded, and stored after (shared by the
+  // pipelines of one server; not owned).
+  EmbeddingCache* cache = nullptr;
+  // Keep the KV rows this prompt shares with what this pipeline's KV cache holds (llm::Session::prefill).
+  bool reuse_prefix = false;
+  // SHA-256 digests of `images` (embedding_cache.h: digest) when the caller has them; computed when needed.
+  std::vector<std::string> image_digests;
 };
 
 // Milliseconds per stage, summed over the request's images.
@@ -60,10 +87,12 @@ struct Timings {
 };
 
 struct ImageReport {
-  int64_t tokens_in = 0;        // patches the encoder produced
+  Grid grid;                    // the LLM token grid the kept indices refer to (row-major)
+  int64_t tokens_in = 0;        // visual tokens the encoder produced (LLM tokens: Qwen2.5-VL's merged ones)
   int64_t tokens_kept = 0;      // rows sent to the LLM for this image
   int64_t budget = 0;           // the budget this image got (0 = all)
   Reduction reduction;          // what was kept, roles, merges (tokens cleared)
+  bool cached = false;          // taken from the EmbeddingCache: nothing was encoded, reduced or projected
 };
 
 struct Result {
@@ -74,9 +103,11 @@ struct Result {
   int64_t tokens_in = 0;        // visual tokens before reduction, all images
   int64_t tokens_kept = 0;      // visual tokens after reduction, all images
   int n_prompt_tokens = 0;      // whole prompt (text + visual) in LLM positions
+  int n_cached_tokens = 0;      // of them, kept in the KV cache from the previous request (Request::reuse_prefix)
   int n_generated = 0;
   int64_t kv_bytes = 0;         // KV cache bytes holding the prompt
   llm::StopReason stop = llm::StopReason::max_tokens;
+  std::vector<llm::TokenLogprob> logprobs;  // when sampling.top_logprobs >= 0
   Timings timings;
 };
 
@@ -95,11 +126,23 @@ class Vlm {
   Vlm(Vlm&&) noexcept;
   Vlm& operator=(Vlm&&) noexcept;
 
+  // The family of the vision file and the encoder serving it.
+  const family::Family& family() const;
+  family::Encoder encoder() const;
+  // What methods plan against (grid 0 x 0 for dynamic-resolution families: it depends on the image).
+  EncoderInfo encoder_info() const;
+  // vtprune's own ViT (LLaVA-1.5 files); throws Error when libmtmd serves the file.
   const vision::VisionModel& vision_model() const;
   llm::Session& session();
 
+  // The user's method options with the family's defaults for the method under them (family::method_options);
+  // throws InputError when the method is refused on this family.
+  std::vector<std::string> method_options(const std::string& method, const std::vector<std::string>& options) const;
+
   // Runs one request; `on_piece` receives the answer as it is generated. Throws InputError for bad images,
-  // methods, options or budgets, and prompts longer than the context; Error for failures of the models.
+  // methods, options, budgets or conversations, and prompts longer than the context (llm::MessageError when it
+  // can name the message); Error for failures of the models and encoders (a non-finite encoder output or a
+  // missing attention tap included), never blamed on the request.
   Result run(const Request& request, const llm::PieceCallback& on_piece = {});
 
  private:

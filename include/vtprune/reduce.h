@@ -74,6 +74,9 @@ struct EncoderInfo {
   int heads = 0;          // attention heads per layer
   int num_layers = 0;     // depth that layer indices refer to (24 for CLIP ViT-L/14, even if fewer are run)
   int feature_layer = -1; // absolute index of the layer whose output is `features` (22 for LLaVA-1.5)
+  // Queries a received-attention score averages over: the ViT's sequence length (Qwen2.5-VL: 4 patches per
+  // token, so 4N). 0 = seq_len(). Methods whose official code SUMS over queries scale by it.
+  int64_t queries = 0;
 };
 
 // What an encoder hands a method. All views are non-owning: the encoder keeps the buffers alive.
@@ -85,9 +88,16 @@ struct EncoderOutput {
   std::span<const float> cls_features; // [D] CLS features of the same layer (when has_cls and asked for)
   MatrixView projected;                // [N x D_llm] post-projector embeddings (DivPrune), when asked for
   std::vector<LayerTap> taps;
+  // Prompt-conditioned inputs (CDPruner). Filled by the caller that knows the prompt; empty otherwise.
+  MatrixView image_embeds;       // [N x C] CLIP visual_projection(post_layernorm(patch features)), patch order
+                                 // (text::ClipTextModel::image_embeds of the feature-layer patches)
+  MatrixView text_embeds;        // [M x C] CLIP text_embeds of the instruction, one row per 77-token segment
+                                 // (text::ClipTextModel::text_embeds)
+  MatrixView prompt_embeddings;  // [P x D_llm] the LLM's input embeddings (token_embd rows) of the prompt's tokens
 
   int64_t num_patches() const { return info.grid.size(); }
   int64_t seq_len() const { return num_patches() + (info.has_cls ? 1 : 0); }
+  int64_t queries() const { return info.queries > 0 ? info.queries : seq_len(); }
   const LayerTap* find_tap(int layer) const;
   // Throws Error naming `method` and the layer when the tap is missing.
   const LayerTap& tap(int layer, std::string_view method) const;
@@ -111,6 +121,9 @@ struct Needs {
   bool features = false;         // the selection itself reads the patch features (not just gathers them)
   bool cls_features = false;
   bool projected = false;
+  bool image_embeds = false;       // the caller fills EncoderOutput::image_embeds (CDPruner relevance=clip)
+  bool text_embeds = false;        // ... text_embeds of the instruction (CDPruner relevance=clip)
+  bool prompt_embeddings = false;  // ... prompt_embeddings (CDPruner relevance=llm)
 
   void add(const TapRequest& request);  // merges with an existing request for the same layer
   const TapRequest* find(int layer) const;
@@ -129,8 +142,9 @@ struct Budget {
   static Budget fraction(double r) { return {Kind::Ratio, 0, r}; }
   // "all", "64", "0.25", "25%". Throws Error on anything else.
   static Budget parse(std::string_view text);
-  // Count of tokens out of n: a ratio rounds half to even (Python's round, as DivPrune's code does) and
-  // keeps at least 1. Throws Error when the count is < 1 or > n, or the ratio is not in (0, 1].
+  // Count of tokens out of n: a ratio rounds half to even (Python's round, as DivPrune's and HiPrune's Qwen
+  // code do). Throws Error when the count is < 1 (a ratio that rounds to 0 included) or > n, or the ratio is
+  // not in (0, 1].
   int64_t resolve(int64_t n) const;
   std::string to_string() const;
 };
@@ -180,6 +194,9 @@ struct Reduction {
   std::vector<int32_t> selection_order;
   // Named numbers the method chose or measured (adaptive counts, thresholds, pooling factors).
   std::map<std::string, double> stats;
+  // Prompt relevance of every source patch ([source_tokens], patch order) as the method weighted it (CDPruner's
+  // normalised relevance), for visualisation; empty for methods that do not read the prompt.
+  std::vector<float> relevance;
 
   int64_t rows() const { return dim > 0 ? static_cast<int64_t>(tokens.size()) / dim : 0; }
 };

@@ -2,21 +2,30 @@
 //
 //   POST /v1/chat/completions   OpenAI request / response (and server-sent events with "stream": true)
 //   GET  /health                {"status": "ok", ...}; 503 while shutting down
-//   GET  /v1/models             the one served model
+//   GET  /v1/models             the one served model (its id: the LLM file's name, or --alias)
 //   GET  /metrics               Prometheus text
 //
-// Request contract (LLaVA-1.5 is single-turn with a fixed system prompt):
-//  * `messages` is exactly one `user` message. System, developer, assistant and tool messages are rejected
-//    with 400 (the LLaVA-1.5 template has its own system prompt and no multi-turn history here).
-//  * Its `content` is a string or a list of parts: {"type": "text", "text": ...} and
-//    {"type": "image_url", "image_url": {"url": ...}}. Parts are joined with "\n" in order and every image
-//    part becomes an `<image>` marker at its place, so [image, text] gives LLaVA's own "<image>\n{text}".
-//    Text may not contain the literal marker `<image>`.
+// Request contract:
+//  * `messages`: any number of system / developer, user and assistant messages ending with a user message,
+//    rendered with the family's template (LLaVA-1.5: conv_llava_v1 byte for byte, a leading system message
+//    replacing its system prompt, turns alternating user / assistant; other families: the model file's own
+//    template). Tool, function and unknown roles are refused (400).
+//  * `content`: a string or a list of parts, {"type": "text", "text"} and (user messages only)
+//    {"type": "image_url", "image_url": {"url", "detail" (ignored)}}. Parts are joined with "\n" in order and
+//    every image part becomes an `<image>` marker at its place, so [image, text] gives LLaVA's own
+//    "<image>\n{text}". Text may not contain the literal markers `<image>` / `<__media__>`. Images of every turn
+//    count against limits.max_images and share the per-request budget (`scope`).
 //  * Image URLs are `data:image/{png,jpeg,bmp};base64,...`; `file://` or absolute paths only when the server
 //    runs with allow_local_paths; remote http(s) URLs are never fetched.
-//  * Sampling: `max_tokens` (or `max_completion_tokens`), `temperature` [0, 2], `top_p` (0, 1], `seed`,
-//    `stream`, `stream_options.include_usage`. `n` other than 1, `stop`, `tools` and `logprobs` are
-//    rejected rather than silently ignored; other unknown fields are ignored.
+//  * Sampling: `max_completion_tokens` (or its old name `max_tokens`), `temperature` [0, 2], `top_p` (0, 1],
+//    `seed`, `frequency_penalty` / `presence_penalty` [-2, 2], `logit_bias`, `stop` (a string or up to 4),
+//    `logprobs` + `top_logprobs` (0..20), `n` (1 only), `stream`, `stream_options.include_usage`.
+//  * Accepted and ignored (they change nothing vtprune computes): `model`, `user`, `store`, `metadata`,
+//    `service_tier`, `parallel_tool_calls`, `prompt_cache_key`, `safety_identifier`, `stream_options` keys other
+//    than include_usage, a message's `name` and `refusal`; `tools` / `functions` when empty, `tool_choice` /
+//    `function_call` "none" or "auto", `response_format` {"type": "text"}, `modalities` ["text"].
+//    Every other field, OpenAI's (tools, audio, prediction, reasoning_effort, web_search_options, verbosity,
+//    structured response formats, ...) or not, is refused with 400 `unsupported_parameter` naming it.
 //  * Reduction: an extension object `"vtprune": {"method": "hiprune", "budget": 64 | 0.25 | "25%" | "all",
 //    "options": {"alpha": 0.1} | ["alpha=0.1"], "scope": "per_image" | "total"}`; what is missing comes from
 //    the server's defaults (options default only when the method is the server's default method).
@@ -28,10 +37,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "vtprune/family.h"
 #include "vtprune/pipeline.h"
 #include "vtprune/reduce.h"
 
@@ -77,21 +88,33 @@ struct RequestPolicy {
   Budget default_budget = Budget::all();
   // The served vision tower: methods, options and budgets are validated against it before queueing.
   EncoderInfo encoder;
+  // The served family's prompt format: LLaVA-1.5's conversation shape is checked before queueing.
+  family::Prompt prompt = family::Prompt::FileTemplate;
 };
 
 // One validated chat-completions request.
 struct ChatRequest {
-  pipeline::Request pipeline;  // images (file bytes), prompt with <image> markers, method, options, budget, sampling
+  // images (file bytes and their SHA-256), messages with <image> markers, method, options, budget, sampling
+  pipeline::Request pipeline;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage, as OpenAI sends it
+  bool logprobs = false;       // answer with choices[].logprobs (pipeline.sampling.top_logprobs >= 0)
+  // One digest per message (role, text, image digests): a slot whose last conversation shares the longest run
+  // of them holds the longest reusable KV prefix (see message_digest).
+  std::vector<std::string> message_digests;
 };
 
 // Parses and validates one POST /v1/chat/completions body: JSON shape, limits, image URLs and headers
-// (type, bytes, pixels; nothing is decoded), method, options and budget (with make_reducer against
-// policy.encoder) and sampling ranges. Throws ApiError for every bad input and nothing else for them.
+// (type, bytes, pixels; nothing is decoded), the conversation's shape, method, options and budget (with
+// make_reducer against policy.encoder) and sampling ranges. Throws ApiError for every bad input and nothing
+// else for them.
 ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& policy);
 
-// The OpenAI finish_reason for a stop reason: "stop" (end of generation) or "length".
+// What identifies one message for slot affinity: SHA-256 over its role, its text (markers included) and the
+// digests of its images.
+std::string message_digest(const llm::ChatMessage& message, std::span<const std::string> image_digests);
+
+// The OpenAI finish_reason for a stop reason: "stop" (end of generation or a stop string) or "length".
 std::string_view finish_reason(llm::StopReason stop);
 
 struct ServerOptions {
@@ -109,6 +132,11 @@ struct ServerOptions {
   int retry_after_s = 1;          // Retry-After on 503
   double shutdown_grace_s = 30;   // in-flight requests may finish this long after shutdown() before cancellation
   bool log_requests = true;       // one line per request on stderr
+  // Encoded + reduced images kept for later turns (all slots share it): bytes held at most; 0 = off.
+  int64_t image_cache_bytes = int64_t{256} << 20;
+  // Each slot keeps the KV rows a request shares with its previous one (prompt caching); off: every request
+  // is prefilled from scratch.
+  bool prompt_cache = true;
 };
 
 class Server {

@@ -103,6 +103,9 @@ struct EncoderResult {
   std::vector<float> cls_features;   // [D] when asked for
   std::vector<float> projected;      // [N x D_llm] when asked for (models with a projector)
   int projected_dim = 0;
+  // The features ARE the LLM-input embeddings (libmtmd families: its projector already ran); the view's
+  // `projected` then aliases `features`, and the pipeline does not project again.
+  bool projected_features = false;
   std::vector<float> logits;         // classifier logits (timm models, when asked for)
   std::vector<Tap> taps;
   double encode_ms = 0.0;            // graph compute time (ViT + projector)
@@ -172,6 +175,37 @@ WeightType parse_mmproj_weight_type(std::string_view name);  // "f32" | "f16" | 
 // llama.cpp's legacy LLaVA-1.5 conversion (legacy fc1/fc2 naming included). Deterministic in `seed`.
 void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& shape, uint64_t seed,
                        WeightType weight_type = WeightType::F16);
+
+// Shape of a random Qwen2.5-VL mmproj (see write_test_mmproj_qwen25vl). Defaults: Qwen2.5-VL-3B-Instruct's
+// vision tower (config.json vision_config: depth 32, hidden 1280, intermediate 3420, 16 heads, patch 14,
+// spatial merge 2, window 112, fullatt_block_indexes [7, 15, 23, 31], out_hidden_size 2048).
+struct Qwen25VlMmprojShape {
+  int n_layer = 32;       // ViT blocks
+  int n_embd = 1280;
+  int n_ff = 3420;        // SwiGLU width (gate / up); must differ from n_embd (libmtmd's swapped-ffn check)
+  int n_head = 16;        // head width n_embd / n_head: a multiple of 4 (M-RoPE sections d_head / 4)
+  int n_wa_pattern = 8;   // blocks n_wa_pattern - 1, 2 n_wa_pattern - 1, ... attend globally, the rest in windows
+  int image_size = 560;   // what the converter writes (clip.vision.image_size); images keep their own size
+  int patch_size = 14;
+  int proj_out = 2048;    // merger output = the LLM's embedding width
+};
+// "qwen2.5-vl" (64 wide, 128 ff, 4 heads, 4 blocks with n_wa_pattern 2, projecting to 64) or
+// "qwen2.5-vl-3b" (the defaults). Throws Error for other names.
+Qwen25VlMmprojShape qwen25vl_mmproj_shape(std::string_view name);
+
+// Writes a random-weight mmproj GGUF with exactly the tensor names, shapes, types and metadata llama.cpp's
+// converter writes for Qwen2.5-VL (conversion/qwenvl.py, Qwen2VLVisionModel): projector "qwen2.5vl_merger",
+// the Conv3D patch embedding as v.patch_embd.weight + v.patch_embd.weight.1 (F16 in an F16 file, else F32), no
+// position embedding or CLS, RMSNorm ln1 / ln2 / post_ln (weights only), q/k/v/out with biases, SwiGLU
+// ffn_gate / ffn_up / ffn_down with biases, merger mm.0 [4 D, 4 D] / mm.2 [4 D, proj_out] with biases;
+// clip.use_silu, clip.vision.n_wa_pattern, eps 1e-6, CLIP's image mean / std. Q8_0 matrices whose rows do not
+// split into 32-value blocks stay F16, as the converter falls back. Tensors are generated and written one at a
+// time (a 3B tower never sits in memory); deterministic in `seed`. Throws Error naming the shape.
+void write_test_mmproj_qwen25vl(const std::filesystem::path& path, const Qwen25VlMmprojShape& shape, uint64_t seed,
+                                WeightType weight_type = WeightType::F16);
+// Only its GGUF header (metadata + tensor table, no tensor data), for checking a multi-GB shape's layout.
+void write_test_mmproj_qwen25vl_header(const std::filesystem::path& path, const Qwen25VlMmprojShape& shape,
+                                       WeightType weight_type = WeightType::F16);
 
 struct VisionModelImpl;  // weights, backend and allocator (src/vision/model_impl.h)
 

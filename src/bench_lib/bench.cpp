@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "llama.h"
+#include "vtprune/family.h"
 #include "vtprune/pipeline.h"
 #include "vtprune/vision.h"
 #include "vtprune_bench.h"
@@ -118,7 +119,6 @@ void validate(const BenchParams& p) {
   if (p.repeat < 1 || p.repeat > 1000) throw Error("bench: --repeat must be in 1..1000, got " + std::to_string(p.repeat));
   if (p.warmup < 0) throw Error("bench: --warmup must be >= 0");
   if (p.methods.empty()) throw Error("bench: --methods is empty");
-  if (p.budgets.empty()) throw Error("bench: --budgets is empty");
   if (!p.mtmd_cli.empty() && ::access(p.mtmd_cli.c_str(), X_OK) != 0) {
     throw Error("bench: --compare-mtmd " + p.mtmd_cli + " is not an executable file");
   }
@@ -207,6 +207,11 @@ Spread spread(std::vector<double> values) {
   return s;
 }
 
+std::vector<std::string> default_budgets(const std::string& family) {
+  if (family == "llava-1.5") return {"576", "192", "128", "64"};
+  return {"0.334", "0.223", "0.112"};
+}
+
 BenchReport run_bench(const BenchParams& params) {
   validate(params);
   BenchReport report;
@@ -216,6 +221,8 @@ BenchReport run_bench(const BenchParams& params) {
   report.system_info = llama_print_system_info();
   report.load_before = load_average();
   report.flops = read_flop_model(params.llm_path, params.mmproj_path);
+  report.family = report.flops.family;
+  if (report.params.budgets.empty()) report.params.budgets = default_budgets(report.family);
   // the speed-ups are relative to `none`: always measure it
   const bool has_none = std::any_of(report.params.methods.begin(), report.params.methods.end(),
                                     [](const std::string& m) { return parse_method_spec(m).name == "none"; });
@@ -223,20 +230,30 @@ BenchReport run_bench(const BenchParams& params) {
     report.params.methods.insert(report.params.methods.begin(), "none");
   }
   const BenchParams& p = report.params;
+  const std::vector<uint8_t> image = read_bytes(p.image_path);
+  {
+    const vision::RgbImage rgb = vision::decode_image(image, p.image_path);
+    report.image_width = rgb.width;
+    report.image_height = rgb.height;
+  }
 
-  if (p.encoder_bench) report.encoder = bench_encoder(p, report.threads);
+  // vtprune's own graph (LLaVA-1.5): encoder-only runs first, before the pipeline's models are loaded
+  const bool own_encoder = family::by_name(report.family).encoder == family::Encoder::Own;
+  if (p.encoder_bench && own_encoder) report.encoder = bench_encoder(p, report.threads);
 
   pipeline::Vlm vlm(pipeline::VlmParams{
       .llm_path = p.llm_path, .mmproj_path = p.mmproj_path, .threads = report.threads, .n_ctx = p.n_ctx,
       .mmproj = {.f16_attention = p.f16_attention}});
-  const EncoderInfo info = vlm.vision_model().info();
-  const int64_t n_patches = info.grid.size();
-  const std::vector<uint8_t> image = read_bytes(p.image_path);
+  report.encoder_name = std::string(family::to_string(vlm.encoder()));
+  EncoderInfo info = vlm.encoder_info();
+  // dynamic resolution (grid 0 x 0): the image's token grid comes from a first run (below)
+  const bool dynamic = info.grid.size() == 0;
+  int64_t n_patches = info.grid.size();
 
   std::vector<Config> configs;
   for (const auto& method : p.methods) {
     const MethodSpec spec = parse_method_spec(method);
-    const auto reducer = make_reducer(spec.name, spec.options);
+    const auto reducer = make_reducer(spec.name, vlm.method_options(spec.name, spec.options));
     const Needs needs = reducer->needs(info);
     if (reducer->info().budget_use == BudgetUse::Ignored) {
       configs.push_back({.method = method, .budget_text = "all", .options = spec.options, .name = spec.name,
@@ -245,13 +262,13 @@ BenchReport run_bench(const BenchParams& params) {
     }
     for (const auto& b : p.budgets) {
       const Budget budget = Budget::parse(b);
-      budget.resolve(n_patches);  // throws for a budget this image cannot take
+      if (!dynamic) budget.resolve(n_patches);  // throws for a budget this image cannot take
       configs.push_back({.method = method, .budget_text = b, .options = spec.options, .name = spec.name,
                          .budget = budget, .needs = needs});
     }
   }
 
-  auto run_once = [&](Config& c) {
+  auto run_once = [&](const Config& c) {
     pipeline::Request request;
     request.images = {image};
     request.image_names = {p.image_path};
@@ -262,9 +279,59 @@ BenchReport run_bench(const BenchParams& params) {
     request.sampling = {.temperature = 0.0f, .seed = 0, .max_tokens = p.n_predict};
     return vlm.run(request);
   };
-  for (int w = 0; w < p.warmup; ++w) run_once(configs.front());
+  if (dynamic) {
+    // The warm-up runs `none` (every budget fits it) and tells the image's grid; without warm-ups one
+    // unmeasured run does. Then every budget is checked against the real token count before anything is measured.
+    const auto none = std::find_if(configs.begin(), configs.end(), [](const Config& c) { return c.name == "none"; });
+    pipeline::Result probe;
+    for (int w = 0; w < std::max(1, p.warmup); ++w) probe = run_once(*none);
+    if (probe.images.size() != 1) throw Error("bench: the first run reported " + std::to_string(probe.images.size()) + " images");
+    info.grid = probe.images.front().grid;
+    n_patches = info.grid.size();
+    report.flops.set_image_grid(info.grid.h, info.grid.w);
+    say(p, "image " + std::to_string(report.image_width) + "x" + std::to_string(report.image_height) + " -> " +
+               std::to_string(info.grid.h) + "x" + std::to_string(info.grid.w) + " = " + std::to_string(n_patches) +
+               " LLM tokens (" + std::to_string(report.flops.vit_patches) + " ViT patches)");
+    for (const Config& c : configs) {
+      try {
+        c.budget.resolve(n_patches);
+      } catch (const Error& e) {
+        throw Error("bench: budget " + c.budget_text + " on " + std::to_string(n_patches) + " image tokens: " + e.what());
+      }
+    }
+  } else {
+    for (int w = 0; w < p.warmup; ++w) run_once(configs.front());
+  }
+
+  // llama-mtmd-cli on the same files, interleaved with our configurations: one run at the end of every round
+  // (after one unmeasured run), so that drifts of the machine hit its TTFT as they hit ours.
+  std::optional<MtmdCommand> mtmd_command;
+  std::optional<MtmdSummary> mtmd_summary;
+  std::vector<double> mtmd_ttft, mtmd_encode, mtmd_image_decode;
+  if (!p.mtmd_cli.empty()) {
+    mtmd_command = MtmdCommand{.binary = p.mtmd_cli, .llm = p.llm_path, .mmproj = p.mmproj_path, .image = p.image_path,
+                               .prompt = p.prompt, .threads = report.threads, .n_ctx = p.n_ctx,
+                               .n_batch = vlm.session().n_batch(), .template_args = mtmd_template_args(report.family)};
+    mtmd_summary.emplace();
+    mtmd_summary->argv = mtmd_argv(*mtmd_command);
+    mtmd_summary->vit_layers_run = vlm.encoder() == family::Encoder::Own ? vlm.vision_model().stored_layers() - 1  // llama.cpp #25817
+                                                                         : info.num_layers;
+  }
+  const auto run_mtmd = [&](int round) {
+    const MtmdRun run = run_mtmd_cli(*mtmd_command);
+    say(p, "llama-mtmd-cli run " + (round < 0 ? std::string("(warm-up)") : std::to_string(round + 1) + "/" + std::to_string(p.repeat)) +
+               ": encode " + fmt("%.0f ms", run.encode_ms) + ", TTFT " + fmt("%.1f ms", run.ttft_ms));
+    if (round < 0) return;
+    mtmd_ttft.push_back(run.ttft_ms);
+    mtmd_encode.push_back(run.encode_ms);
+    mtmd_image_decode.push_back(run.image_decode_ms);
+    mtmd_summary->n_prompt_tokens = run.n_prompt_tokens;
+    mtmd_summary->peak_rss_bytes = std::max(mtmd_summary->peak_rss_bytes, run.peak_rss_bytes);
+  };
+  if (mtmd_command && p.warmup > 0) run_mtmd(-1);
 
   for (int r = 0; r < p.repeat; ++r) {
+    if (mtmd_command) run_mtmd(r);
     for (auto& c : configs) {
       reset_peak_rss();
       pipeline::Result result = run_once(c);
@@ -279,7 +346,8 @@ BenchReport run_bench(const BenchParams& params) {
       c.ttft.push_back(t.ttft_ms);
       if (result.n_generated > 1) c.decode_tok_s.push_back(t.decode_tok_s);
       say(p, "run " + std::to_string(r + 1) + "/" + std::to_string(p.repeat) + " " + c.method + " @ " + c.budget_text +
-                 ": kept " + std::to_string(result.tokens_kept) + ", TTFT " + fmt("%.1f ms", t.ttft_ms));
+                 ": kept " + std::to_string(result.tokens_kept) + ", encode " + fmt("%.1f ms", t.encode_ms) +
+                 ", prefill " + fmt("%.1f ms", t.prefill_ms) + ", TTFT " + fmt("%.1f ms", t.ttft_ms));
       c.last = std::move(result);
     }
   }
@@ -306,8 +374,14 @@ BenchReport run_bench(const BenchParams& params) {
     row.decode_tok_s = spread(c.decode_tok_s);
     row.vit_layers_run = layers_run(info, c.needs);
     row.flops_vit = report.flops.vit_flops(row.vit_layers_run);
-    // DivPrune (space=projected) projects all N patches inside the encoder, then the kept ones again
-    row.flops_projector = report.flops.projector_flops(row.tokens_kept + (c.needs.projected ? n_patches : 0));
+    if (report.flops.projector_in_encoder) {
+      // libmtmd runs the merger on every token inside the encoder, before any method sees them
+      row.flops_projector = report.flops.projector_flops(row.tokens_in);
+      row.flops_taps = static_cast<double>(c.needs.taps.size()) * report.flops.tap_flops();
+    } else {
+      // DivPrune (space=projected) projects all N patches inside the encoder, then the kept ones again
+      row.flops_projector = report.flops.projector_flops(row.tokens_kept + (c.needs.projected ? n_patches : 0));
+    }
     row.flops_prefill = report.flops.prefill_flops(row.n_prompt_tokens);
     report.rows.push_back(row);
   }
@@ -319,28 +393,50 @@ BenchReport run_bench(const BenchParams& params) {
     row.measured_speedup = baseline.ttft_ms.median / row.ttft_ms.median;
   }
 
-  if (!p.mtmd_cli.empty()) {
-    MtmdCommand command{.binary = p.mtmd_cli, .llm = p.llm_path, .mmproj = p.mmproj_path, .image = p.image_path,
-                        .prompt = p.prompt, .threads = report.threads, .n_ctx = p.n_ctx,
-                        .n_batch = vlm.session().n_batch()};
-    std::vector<double> ttft, encode, image_decode;
-    MtmdSummary summary;
-    summary.argv = mtmd_argv(command);
-    summary.vit_layers_run = vlm.vision_model().stored_layers() - 1;  // llama.cpp #25817
-    for (int r = -std::min(p.warmup, 1); r < p.repeat; ++r) {
-      const MtmdRun run = run_mtmd_cli(command);
-      if (r < 0) continue;
-      ttft.push_back(run.ttft_ms);
-      encode.push_back(run.encode_ms);
-      image_decode.push_back(run.image_decode_ms);
-      summary.n_prompt_tokens = run.n_prompt_tokens;
-      summary.peak_rss_bytes = std::max(summary.peak_rss_bytes, run.peak_rss_bytes);
-      say(p, "llama-mtmd-cli run " + std::to_string(r + 1) + ": encode " + fmt("%.0f ms", run.encode_ms) +
-                 ", TTFT " + fmt("%.1f ms", run.ttft_ms));
+  // libmtmd families: the encoder rows are the end-to-end runs' own encode stage (mtmd_encode_chunk with the
+  // eval callback, + read-back and the taps' statistics): `none` without taps, each method with its taps, so
+  // the taps' overhead is measured on the same interleaved runs at no extra cost.
+  if (p.encoder_bench && !own_encoder) {
+    const auto encode_samples = [&](const std::string& method) {
+      std::vector<double> ms;
+      for (const Config& d : configs) {
+        if (d.method == method) ms.insert(ms.end(), d.encode.begin(), d.encode.end());
+      }
+      return ms;
+    };
+    const auto none = std::find_if(configs.begin(), configs.end(), [](const Config& c) { return c.name == "none"; });
+    EncoderRow base;
+    base.name = "libmtmd ViT + merger, no taps (none's runs)";
+    base.ms = spread(encode_samples(none->method));
+    base.vs_no_taps = 1.0;
+    std::vector<EncoderRow> rows{base};
+    std::vector<std::string> seen{none->method};
+    for (const Config& c : configs) {
+      if (c.needs.taps.empty() || std::find(seen.begin(), seen.end(), c.method) != seen.end()) continue;
+      seen.push_back(c.method);
+      std::string blocks;
+      for (const TapRequest& t : c.needs.taps) blocks += (blocks.empty() ? "" : ", ") + std::to_string(t.layer);
+      EncoderRow row;
+      row.name = "libmtmd ViT + merger, " + c.method + " taps (block" + (c.needs.taps.size() > 1 ? "s " : " ") + blocks +
+                 "; all its budgets' runs)";
+      row.ms = spread(encode_samples(c.method));
+      if (base.ms.median > 0) row.vs_no_taps = row.ms.median / base.ms.median;
+      rows.push_back(row);
     }
-    summary.ttft_ms = spread(ttft);
-    summary.encode_ms = spread(encode);
-    summary.image_decode_ms = spread(image_decode);
+    for (EncoderRow& row : rows) {
+      row.layers = info.num_layers;
+      row.like_mtmd = true;
+      row.per_layer_ms = row.ms.median / std::max(1, row.layers);
+      say(p, "encoder " + row.name + ": " + fmt("%.1f ms", row.ms.median));
+      report.encoder.push_back(row);
+    }
+  }
+
+  if (mtmd_summary) {
+    MtmdSummary& summary = *mtmd_summary;
+    summary.ttft_ms = spread(mtmd_ttft);
+    summary.encode_ms = spread(mtmd_encode);
+    summary.image_decode_ms = spread(mtmd_image_decode);
     for (auto& row : report.rows) row.ttft_vs_mtmd = row.ttft_ms.median / summary.ttft_ms.median;
     if (!report.encoder.empty()) {
       for (auto& e : report.encoder) {

@@ -1,89 +1,90 @@
-// FLOP counts of each TTFT stage, from the GGUF files' own tensor shapes.
-#include <memory>
+// FLOP counts of each TTFT stage, from the GGUF files' own tensor shapes (read with vtprune's checked GGUF
+// reader, io::GgufFile: no tensor data is read).
+#include <algorithm>
 #include <string>
 #include <string_view>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wshadow"
-#include "ggml.h"
-#include "gguf.h"
-#pragma GCC diagnostic pop
-
-#include "vtprune/reduce.h"  // vtprune::Error
+#include "vtprune/family.h"
+#include "vtprune/gguf_file.h"
 #include "vtprune_bench.h"
 
 namespace vtprune::bench {
 namespace {
 
-struct GgufDeleter {
-  void operator()(gguf_context* g) const { gguf_free(g); }
-};
-struct GgmlDeleter {
-  void operator()(ggml_context* c) const { ggml_free(c); }
-};
+// Elements of every 2-D+ tensor whose name starts with `prefix` and ends with `suffix` (matrices only: norms
+// and biases cost no multiply-adds worth counting).
+int64_t matrix_params(const io::GgufFile& f, std::string_view prefix, std::string_view suffix = ".weight") {
+  int64_t total = 0;
+  for (const io::GgufTensorInfo& t : f.tensors()) {
+    if (!t.name.starts_with(prefix) || !t.name.ends_with(suffix) || t.ne.size() < 2 || t.ne[1] <= 1) continue;
+    int64_t n = 1;
+    for (int64_t d : t.ne) n *= d;
+    total += n;
+  }
+  return total;
+}
 
-// Metadata + tensor shapes of a GGUF file (no tensor data is read).
-class GgufShapes {
- public:
-  explicit GgufShapes(const std::filesystem::path& path) : path_(path) {
-    ggml_context* meta = nullptr;
-    gguf_init_params params{/*no_alloc=*/true, /*ctx=*/&meta};
-    gguf_.reset(gguf_init_from_file(path.c_str(), params));
-    meta_.reset(meta);
-    if (!gguf_ || !meta_) throw Error(path.string() + ": not a readable GGUF file");
-  }
+int64_t elements(const io::GgufFile& f, std::string_view name) {
+  const io::GgufTensorInfo* t = f.find_tensor(name);
+  if (t == nullptr) throw Error(f.where() + ": tensor " + std::string(name) + " is missing");
+  int64_t n = 1;
+  for (int64_t d : t->ne) n *= d;
+  return n;
+}
 
-  int64_t u32(const std::string& key) const {
-    const int64_t id = gguf_find_key(gguf_.get(), key.c_str());
-    if (id < 0) throw Error(path_.string() + ": metadata key " + key + " is missing");
-    switch (gguf_get_kv_type(gguf_.get(), id)) {
-      case GGUF_TYPE_UINT32: return gguf_get_val_u32(gguf_.get(), id);
-      case GGUF_TYPE_INT32: return gguf_get_val_i32(gguf_.get(), id);
-      case GGUF_TYPE_UINT64: return static_cast<int64_t>(gguf_get_val_u64(gguf_.get(), id));
-      default: throw Error(path_.string() + ": metadata key " + key + " is not an integer");
+// Windows of `window` x `window` LLM tokens tiling an h x w grid from the top-left corner (clip.cpp's window
+// order for Qwen2.5-VL: the last row and column of windows may be smaller). Returns the sum over windows of
+// (patches in the window)^2, each LLM token being merge^2 patches.
+int64_t window_pair_count(int64_t h, int64_t w, int64_t window, int64_t merge) {
+  if (window <= 0) return 0;
+  const auto sum_of_squares = [window](int64_t n) {
+    int64_t s = 0;
+    for (int64_t at = 0; at < n; at += window) {
+      const int64_t side = std::min(window, n - at);
+      s += side * side;
     }
-  }
-  std::string str(const std::string& key) const {
-    const int64_t id = gguf_find_key(gguf_.get(), key.c_str());
-    if (id < 0 || gguf_get_kv_type(gguf_.get(), id) != GGUF_TYPE_STRING) {
-      throw Error(path_.string() + ": metadata key " + key + " is missing or not a string");
-    }
-    return gguf_get_val_str(gguf_.get(), id);
-  }
-  const ggml_tensor* tensor(const std::string& name) const {
-    const ggml_tensor* t = ggml_get_tensor(meta_.get(), name.c_str());
-    if (!t) throw Error(path_.string() + ": tensor " + name + " is missing");
-    return t;
-  }
-  // Elements of every 2-D+ tensor whose name starts with `prefix` and ends with ".weight" (matrices only:
-  // norms and biases cost no multiply-adds worth counting).
-  int64_t matrix_params(std::string_view prefix) const {
-    int64_t total = 0;
-    for (ggml_tensor* t = ggml_get_first_tensor(meta_.get()); t; t = ggml_get_next_tensor(meta_.get(), t)) {
-      const std::string_view name = ggml_get_name(t);
-      if (name.starts_with(prefix) && name.ends_with(".weight") && t->ne[1] > 1) total += ggml_nelements(t);
-    }
-    return total;
-  }
-
- private:
-  std::filesystem::path path_;
-  std::unique_ptr<gguf_context, GgufDeleter> gguf_;
-  std::unique_ptr<ggml_context, GgmlDeleter> meta_;
-};
+    return s;
+  };
+  // a window of a x b tokens holds a * b * merge^2 patches: sum_a sum_b (a b m^2)^2 = m^4 (sum a^2)(sum b^2)
+  return merge * merge * merge * merge * sum_of_squares(h) * sum_of_squares(w);
+}
 
 }  // namespace
+
+void FlopModel::set_image_grid(int64_t h, int64_t w) {
+  grid_h = h;
+  grid_w = w;
+  vit_patches = h * w * merge * merge;
+  vit_tokens = vit_patches;  // no CLS in the dynamic-resolution families vtprune knows
+  window_pairs = window_pair_count(h, w, window_tokens, merge);
+}
+
+double FlopModel::vit_attention_pairs(int block) const {
+  const double T = static_cast<double>(vit_tokens);
+  return full_attention_block(block) ? T * T : static_cast<double>(window_pairs);
+}
 
 double FlopModel::vit_flops(int layers_run) const {
   const double T = static_cast<double>(vit_tokens), D = static_cast<double>(vit_dim);
   const double patch = 2.0 * static_cast<double>(vit_patches) * static_cast<double>(patch_embd_params);
-  // per block: every weight once per token, plus QK^T and AV over all T x T pairs (bidirectional)
-  const double block = 2.0 * T * static_cast<double>(vit_block_params) + 4.0 * T * T * D;
-  return patch + layers_run * block;
+  // per block: every weight once per token, plus QK^T and AV (2 x D multiply-adds per (query, key) pair over
+  // all heads); LLaVA's CLIP: all T x T pairs in every block (bidirectional)
+  double blocks = 0;
+  for (int b = 0; b < layers_run; ++b) {
+    blocks += 2.0 * T * static_cast<double>(vit_block_params) + 4.0 * vit_attention_pairs(b) * D;
+  }
+  return patch + blocks;
 }
 
 double FlopModel::projector_flops(int64_t rows) const {
   return 2.0 * static_cast<double>(rows) * static_cast<double>(projector_params);
+}
+
+double FlopModel::tap_flops() const {
+  // QK^T over all T x T pairs (2 x D per pair over the heads) + the sum of each key's column over the queries
+  // (one multiply-add per pair and head; heads x head_dim = D, so that term is T^2 x heads, small beside QK^T)
+  const double T = static_cast<double>(vit_tokens);
+  return 2.0 * T * T * static_cast<double>(vit_dim);
 }
 
 double FlopModel::prefill_flops(int64_t n_positions) const {
@@ -99,25 +100,47 @@ double FlopModel::prefill_flops(int64_t n_positions) const {
 FlopModel read_flop_model(const std::filesystem::path& llm_gguf, const std::filesystem::path& mmproj_gguf) {
   FlopModel m;
   {
-    const GgufShapes v(mmproj_gguf);
-    const int64_t image = v.u32("clip.vision.image_size"), patch = v.u32("clip.vision.patch_size");
+    const io::GgufFile v(mmproj_gguf, "mmproj");
+    const family::Family& fam = family::detect(v);
+    m.family = fam.name;
     m.vit_dim = v.u32("clip.vision.embedding_length");
     m.vit_stored_layers = v.u32("clip.vision.block_count");
-    m.vit_patches = (image / patch) * (image / patch);
-    m.vit_tokens = m.vit_patches + 1;  // + CLS
-    m.vit_block_params = v.matrix_params("v.blk.") / std::max<int64_t>(1, m.vit_stored_layers);
-    m.patch_embd_params = ggml_nelements(v.tensor("v.patch_embd.weight"));
-    m.projector_params = v.matrix_params("mm.");
+    m.vit_block_params = matrix_params(v, "v.blk.") / std::max<int64_t>(1, m.vit_stored_layers);
+    m.projector_params = matrix_params(v, "mm.");
+    const int64_t patch = v.u32("clip.vision.patch_size");
+    if (fam.name == "llava-1.5") {
+      const int64_t image = v.u32("clip.vision.image_size");
+      m.grid_h = m.grid_w = image / std::max<int64_t>(1, patch);
+      m.vit_patches = m.grid_h * m.grid_w;
+      m.vit_tokens = m.vit_patches + 1;  // + CLS
+      m.patch_embd_params = elements(v, "v.patch_embd.weight");
+    } else if (fam.name == "qwen2.5-vl") {
+      m.merge = v.find_u32("clip.vision.spatial_merge_size").value_or(2);
+      m.n_wa_pattern = v.find_u32("clip.vision.n_wa_pattern").value_or(0);
+      // clip.cpp: 112-px windows unless the file says otherwise (Qwen2.5-VL files do not)
+      const int64_t window_px = v.find_u32("clip.vision.window_size").value_or(112);
+      m.window_tokens = window_px / std::max<int64_t>(1, patch * m.merge);
+      // the Conv3D's two temporal halves, each a full 2-D convolution of the same still image
+      m.patch_embd_params = elements(v, "v.patch_embd.weight") +
+                            (v.find_tensor("v.patch_embd.weight.1") ? elements(v, "v.patch_embd.weight.1") : 0);
+      m.projector_in_encoder = true;
+      // the grid is the image's: set_image_grid once libmtmd has resized it
+    } else {
+      throw Error("bench: no FLOP model for family " + fam.name + " (" + mmproj_gguf.string() + ")");
+    }
   }
   {
-    const GgufShapes l(llm_gguf);
+    const io::GgufFile l(llm_gguf, "LLM");
     const std::string arch = l.str("general.architecture");
     m.llm_layers = l.u32(arch + ".block_count");
     m.llm_embd = l.u32(arch + ".embedding_length");
     m.llm_heads = l.u32(arch + ".attention.head_count");
     m.llm_head_dim = m.llm_embd / std::max<int64_t>(1, m.llm_heads);
-    m.llm_vocab = l.tensor("token_embd.weight")->ne[1];
-    m.llm_block_params = l.matrix_params("blk.");
+    const io::GgufTensorInfo* embd = l.find_tensor("token_embd.weight");
+    if (embd == nullptr || embd->ne.size() < 2) throw Error(l.where() + ": tensor token_embd.weight is missing");
+    // the output head: output.weight, or token_embd tied (Qwen2.5-VL-3B); the same [n_embd, n_vocab] either way
+    m.llm_vocab = embd->ne[1];
+    m.llm_block_params = matrix_params(l, "blk.");
   }
   return m;
 }

@@ -18,6 +18,7 @@
 #include <regex>
 #include <sstream>
 
+#include "vtprune/family.h"
 #include "vtprune/reduce.h"  // vtprune::Error
 #include "vtprune_bench.h"
 
@@ -62,16 +63,25 @@ double number_after(const std::string& msg, const std::regex& pattern) {
 
 }  // namespace
 
+std::vector<std::string> mtmd_template_args(const std::string& family_name) {
+  // LLaVA-1.5 files carry no chat template; vicuna is what llama.cpp's own tests use for them. The other families
+  // use the file's Jinja template, which vtprune renders too (llama-mtmd-cli's default is a built-in guess).
+  if (family::by_name(family_name).prompt == family::Prompt::Llava15) return {"--chat-template", "vicuna"};
+  return {"--jinja"};
+}
+
 std::vector<std::string> mtmd_argv(const MtmdCommand& c) {
-  return {c.binary, "-m", c.llm, "--mmproj", c.mmproj, "--image", c.image, "-p", c.prompt,
-          // LLaVA-1.5 files carry no chat template; vicuna is what llama.cpp's own tests use for them
-          "--chat-template", "vicuna",
-          // greedy, one token: TTFT only
-          "-n", "1", "--temp", "0", "--seed", "0",
-          // the same threads, context and (u)batch as vtprune's session (one image = one ubatch)
-          "-t", std::to_string(c.threads), "-tb", std::to_string(c.threads), "-c", std::to_string(c.n_ctx),
-          "-b", std::to_string(c.n_batch), "-ub", std::to_string(c.n_batch),
-          "--log-jsonl", "--log-timestamps"};
+  std::vector<std::string> argv{c.binary, "-m", c.llm, "--mmproj", c.mmproj, "--image", c.image, "-p", c.prompt};
+  argv.insert(argv.end(), c.template_args.begin(), c.template_args.end());
+  for (const char* a : {"-n", "1", "--temp", "0", "--seed", "0"}) argv.emplace_back(a);  // greedy, one token: TTFT only
+  // the same threads, context and (u)batch as vtprune's session (one image = one ubatch)
+  for (const std::string& a : {std::string("-t"), std::to_string(c.threads), std::string("-tb"), std::to_string(c.threads),
+                               std::string("-c"), std::to_string(c.n_ctx), std::string("-b"), std::to_string(c.n_batch),
+                               std::string("-ub"), std::to_string(c.n_batch), std::string("--log-jsonl"),
+                               std::string("--log-timestamps")}) {
+    argv.push_back(a);
+  }
+  return argv;
 }
 
 MtmdRun parse_mtmd_log(const std::string& output) {

@@ -78,6 +78,25 @@ nlohmann::json to_json(const BenchReport& r) {
                      {"llm_vocab", m.llm_vocab},               {"llm_block_params", m.llm_block_params},
                      {"note", "multiply-add = 2 FLOPs; matrices only; ViT attention T x T both ways; LLM causal "
                               "attention + output head on the last position"}};
+  j["family"] = r.family;
+  j["vision_encoder"] = r.encoder_name;  // "own" | "mtmd" (j["encoder"] holds the encoder rows)
+  j["image"] = {{"width", r.image_width}, {"height", r.image_height}, {"grid_h", m.grid_h}, {"grid_w", m.grid_w}};
+  if (m.dynamic_resolution()) {
+    j["flop_model"]["family"] = m.family;
+    j["flop_model"]["grid_h"] = m.grid_h;
+    j["flop_model"]["grid_w"] = m.grid_w;
+    j["flop_model"]["merge"] = m.merge;
+    j["flop_model"]["n_wa_pattern"] = m.n_wa_pattern;
+    j["flop_model"]["window_tokens"] = m.window_tokens;
+    j["flop_model"]["window_pairs"] = m.window_pairs;
+    j["flop_model"]["projector_in_encoder"] = m.projector_in_encoder;
+    j["flop_model"]["note"] =
+        "multiply-add = 2 FLOPs; matrices only (biases, norms, RoPE, activations, softmax left out); patch embedding "
+        "= both Conv3D halves on every patch; ViT attention (QK^T + AV) over the patches of each window in windowed "
+        "blocks and over all T x T patch pairs in every n_wa_pattern-th block; the merger on every merged token "
+        "inside the encoder; LLM causal attention + the (tied) output head on the last position. Taps: dense QK^T "
+        "over all patches per tapped block, outside the graph (reported, not in the total)";
+  }
   nlohmann::json rows = nlohmann::json::array();
   for (const Row& row : r.rows) {
     rows.push_back({{"method", row.method},
@@ -101,6 +120,7 @@ nlohmann::json to_json(const BenchReport& r) {
                     {"flops", {{"vit", row.flops_vit},
                                {"projector", row.flops_projector},
                                {"prefill", row.flops_prefill},
+                               {"taps", row.flops_taps},
                                {"total", row.flops_total()}}},
                     {"ideal_speedup", row.ideal_speedup},
                     {"measured_speedup", row.measured_speedup},
@@ -142,9 +162,21 @@ std::string to_markdown(const BenchReport& r) {
   md << "`" << p.command_line << "`\n\n";
   md << "CPU: " << r.cpu << ", " << r.threads << (r.threads == 1 ? " thread" : " threads") << "; load average " << f("%.2f", r.load_before) << " before, "
      << f("%.2f", r.load_after) << " after. Median (min–max) of " << p.repeat << " runs, interleaved, after "
-     << p.warmup << " warm-up run(s). Random weights: speed does not depend on weight values. "
-     << "ViT: " << m.vit_stored_layers << " stored blocks, D = " << m.vit_dim << ", " << m.vit_tokens
-     << " tokens; LLM: " << m.llm_layers << " layers, n_embd " << m.llm_embd << ", "
+     << p.warmup << " warm-up run(s). Random weights: speed does not depend on weight values. ";
+  if (m.dynamic_resolution()) {
+    md << "Family " << r.family << " (encoder: " << r.encoder_name << "); image " << r.image_width << "×"
+       << r.image_height << " → " << m.grid_h << "×" << m.grid_w << " = " << m.grid_h * m.grid_w << " LLM tokens ("
+       << m.vit_patches << " ViT patches). ViT: " << m.vit_stored_layers << " blocks, D = " << m.vit_dim
+       << ", attention in windows of " << m.window_tokens << "×" << m.window_tokens << " tokens except blocks ";
+    std::string full;
+    for (int b = 0; b < m.vit_stored_layers; ++b) {
+      if (m.full_attention_block(b)) full += (full.empty() ? "" : ", ") + std::to_string(b);
+    }
+    md << full << " (full attention); LLM: ";
+  } else {
+    md << "ViT: " << m.vit_stored_layers << " stored blocks, D = " << m.vit_dim << ", " << m.vit_tokens << " tokens; LLM: ";
+  }
+  md << m.llm_layers << " layers, n_embd " << m.llm_embd << ", "
      << f("%.1f", static_cast<double>(m.llm_block_params) / 1e6) << " M block parameters.\n\n";
   md << "| method | budget | kept | prompt tok | preprocess ms | encode ms | reduce ms | project ms | prefill ms "
         "| TTFT ms | speed-up | ideal | speed-up / ideal | TTFT / mtmd | KV MiB | peak RSS MiB | decode tok/s |\n";
@@ -161,7 +193,15 @@ std::string to_markdown(const BenchReport& r) {
        << f("%.0f", mib(row.peak_rss_bytes)) << " | "
        << (row.decode_tok_s.n ? f("%.1f", row.decode_tok_s.median) : std::string("–")) << " |\n";
   }
-  md << "\npreprocess = image file decode + resize/pad/normalise. speed-up = TTFT(none) / TTFT(row); ideal = "
+  if (m.projector_in_encoder) {
+    md << "\npreprocess = image file decode + the file's chat template + mtmd_tokenize (libmtmd's resize and "
+          "normalise); encode = libmtmd's ViT + merger on all tokens (mtmd_encode_chunk) + read-back + the method's "
+          "taps (attention statistics computed in the eval callback); project = 0 (the merger runs inside the "
+          "encoder).";
+  } else {
+    md << "\npreprocess = image file decode + resize/pad/normalise.";
+  }
+  md << " speed-up = TTFT(none) / TTFT(row); ideal = "
         "FLOPs(none) / FLOPs(row), FLOPs = ViT + projector + LLM prefill (table below). KV MiB = "
         "llama_state_seq_get_size after prefill (F16 K and V of the prompt's positions). Peak RSS = VmHWM of the "
         "bench process during the row's runs (reset with /proc/self/clear_refs before each run), so it includes "
@@ -169,14 +209,30 @@ std::string to_markdown(const BenchReport& r) {
         "VZip = visionzip, FVLM = fastervlm, Div = divprune, rand = random.\n\n";
 
   md << "### FLOPs and achieved rates\n\n";
-  md << "| method | budget | ViT layers | ViT GFLOP | projector GFLOP | prefill GFLOP | total GFLOP | encode GFLOP/s "
-        "| prefill GFLOP/s | reduce / encode |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  const bool taps_column = m.projector_in_encoder;
+  md << "| method | budget | ViT layers | ViT GFLOP | projector GFLOP | prefill GFLOP | total GFLOP | "
+     << (taps_column ? "taps GFLOP (not in total) | " : "") << "encode GFLOP/s | prefill GFLOP/s | reduce / encode |\n"
+     << "|---|---|---|---|---|---|---|" << (taps_column ? "---|" : "") << "---|---|---|\n";
   for (const Row& row : r.rows) {
+    // the encode stage's FLOPs: the ViT, plus the projector where the encoder runs it (libmtmd's merger)
+    const double encode_flops = row.flops_vit + (m.projector_in_encoder ? row.flops_projector : 0.0);
     md << "| " << row.method << " | " << row.budget << " | " << row.vit_layers_run << " | " << f("%.1f", row.flops_vit / 1e9)
        << " | " << f("%.1f", row.flops_projector / 1e9) << " | " << f("%.1f", row.flops_prefill / 1e9) << " | "
-       << f("%.1f", row.flops_total() / 1e9) << " | " << f("%.0f", row.flops_vit / row.encode_ms.median / 1e6) << " | "
+       << f("%.1f", row.flops_total() / 1e9) << " | " << (taps_column ? f("%.1f", row.flops_taps / 1e9) + " | " : "")
+       << f("%.0f", encode_flops / row.encode_ms.median / 1e6) << " | "
        << f("%.0f", row.flops_prefill / row.prefill_ms.median / 1e6) << " | "
        << f("%.2f%%", 100.0 * row.reduce_ms.median / row.encode_ms.median) << " |\n";
+  }
+  if (m.projector_in_encoder) {
+    md << "\nencode GFLOP/s counts the ViT and the merger (both run in libmtmd's encode). ViT FLOPs: "
+       << f("%.1f", m.vit_flops(static_cast<int>(m.vit_stored_layers)) / 1e9) << " GFLOP, of which attention "
+       << f("%.1f", [&] {
+            double a = 0;
+            for (int b = 0; b < m.vit_stored_layers; ++b) a += 4.0 * m.vit_attention_pairs(b) * static_cast<double>(m.vit_dim);
+            return a / 1e9;
+          }())
+       << " GFLOP (" << m.vit_tokens << " patches; windowed blocks: " << m.window_pairs
+       << " (query, key) pairs per head, full blocks: " << m.vit_tokens * m.vit_tokens << ").\n";
   }
 
   if (!r.encoder.empty()) {
@@ -186,6 +242,7 @@ std::string to_markdown(const BenchReport& r) {
       md << "| " << e.name << " | " << e.layers << " | " << ms_cell(e.ms, "%.0f") << " | " << f("%.1f", e.per_layer_ms)
          << " | " << opt_ratio(e.vs_mtmd) << " | " << opt_ratio(e.vs_no_taps) << " |\n";
     }
+    if (!m.projector_in_encoder) {
     md << "\nOurs: wall time of VisionModel::encode (graph build, compute, read-back). \"ViT\" rows: the tower only "
           "(vs no taps = the cost of a method's statistics). \"ViT + projector\" rows: the projector on all "
        << m.vit_patches << " rows in the same graph, which is what llama-mtmd-cli's \"encoding done in N ms\" covers. "
@@ -193,6 +250,14 @@ std::string to_markdown(const BenchReport& r) {
        << m.vit_stored_layers << " stored blocks (LLaVA's feature layer -2 is the last stored block); llama.cpp's clip "
           "graph runs one block fewer (llama.cpp #25817) and puts CLS last (#25814); the mtmd-compat row is our graph "
           "doing exactly that, i.e. the same work as llama.cpp.\n";
+    } else {
+      md << "\nNo encoder-only runs: these rows are the encode stage of the end-to-end runs above (libmtmd's graph "
+            "through mtmd_encode_chunk with vtprune's eval callback installed, + read-back), pooled over each "
+            "method's budgets. Untapped blocks run as in llama-mtmd-cli (flash attention); a tapped block's Q and K "
+            "are copied out in the callback and its received attention is recomputed densely over all "
+         << m.vit_tokens << " patches (taps GFLOP above), so vs no taps = the taps' cost. llama-mtmd-cli's row is "
+            "its own \"image slice encoded in N ms\" (the same graph and merger, no callback).\n";
+    }
   }
   if (r.mtmd) {
     md << "\n### llama-mtmd-cli on the same files\n\n";
@@ -203,7 +268,8 @@ std::string to_markdown(const BenchReport& r) {
     }
     md << "`\n\n| TTFT ms | encode ms | image prefill ms | prompt tokens | peak RSS MiB |\n|---|---|---|---|---|\n";
     md << "| " << ms_cell(r.mtmd->ttft_ms, "%.0f") << " | " << ms_cell(r.mtmd->encode_ms, "%.0f") << " | "
-       << ms_cell(r.mtmd->image_decode_ms, "%.0f") << " | " << r.mtmd->n_prompt_tokens << " | "
+       << (r.mtmd->image_decode_ms.max > 0 ? ms_cell(r.mtmd->image_decode_ms, "%.0f") : std::string("– (not logged)")) << " | "
+       << (r.mtmd->n_prompt_tokens > 0 ? std::to_string(r.mtmd->n_prompt_tokens) : std::string("– (not logged)")) << " | "
        << f("%.0f", mib(r.mtmd->peak_rss_bytes)) << " |\n";
     md << "\nTTFT from its JSONL log timestamps: \"main: loading model\" (models loaded and warmed up) to the first "
           "generated piece — image file decode, preprocessing, encode, prefill, first sample, as ours.\n";

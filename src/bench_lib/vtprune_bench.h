@@ -23,21 +23,49 @@ struct Spread {
 Spread spread(std::vector<double> values);
 
 // ---- FLOP model -------------------------------------------------------------------------------------------
-// Read from the GGUF files' tensor shapes and metadata (any llama-architecture LLM, any LLaVA mmproj), so the
-// counts follow the files actually benchmarked. Multiply-add = 2 FLOPs; norms, activations and softmax are
-// left out (they are < 1% at these widths).
+// Read from the GGUF files' tensor shapes and metadata, so the counts follow the files actually benchmarked.
+// Two vision families (family.h):
+//   llava-1.5:  CLIP ViT (CLS + a fixed patch grid, every block attends over all tokens) + the mlp projector on
+//               the kept rows only (vtprune projects after pruning).
+//   qwen2.5-vl: dynamic resolution (the grid is the benchmarked image's: set_image_grid), no CLS, the Conv3D
+//               patch embedding as two halves on the same still image, q/k/v/out + SwiGLU gate/up/down on every
+//               patch, attention inside 112-px windows (merge-unit windows of window_tokens x window_tokens LLM
+//               tokens, smaller at the right and bottom edges) except every n_wa_pattern-th block, which attends
+//               over all patches; the 2 x 2 merger (4D -> 4D -> LLM width) on every merged token inside the
+//               encoder, before any pruning.
+// Any LLM architecture (llama, qwen2vl with its q/k/v biases and tied output: biases cost no multiply-adds,
+// the tied output head is token_embd's shape). Multiply-add = 2 FLOPs; norms, activations, RoPE and softmax
+// are left out (< 1-2% at these widths).
 struct FlopModel {
+  std::string family;  // "llava-1.5" | "qwen2.5-vl" (family::Family::name of the mmproj)
   // vision tower
   int64_t vit_patches = 0, vit_tokens = 0, vit_dim = 0, vit_stored_layers = 0;
-  int64_t vit_block_params = 0;   // weights of one block (q, k, v, out, fc1, fc2)
-  int64_t patch_embd_params = 0;  // 3 * p * p * D
+  int64_t vit_block_params = 0;   // weights of one block (q, k, v, out, fc1, fc2 | q, k, v, out, gate, up, down)
+  int64_t patch_embd_params = 0;  // 3 * p * p * D (Qwen2.5-VL: both Conv3D halves, 2 * 3 * p * p * D)
   int64_t projector_params = 0;   // mm.0 + mm.2 weights
+  // the LLM token grid of the image (LLaVA: 24 x 24 from the file; Qwen2.5-VL: the benchmarked image's)
+  int64_t grid_h = 0, grid_w = 0;
+  int64_t merge = 1;              // patches per side of one LLM token (Qwen2.5-VL: 2)
+  int64_t n_wa_pattern = 0;       // 0: every block attends over all tokens; else block i is full-attention when
+                                  // (i + 1) % n_wa_pattern == 0 and windowed otherwise (llama.cpp's rule)
+  int64_t window_tokens = 0;      // window side in LLM tokens (112 px / patch / merge)
+  int64_t window_pairs = 0;       // sum over windows of (patches in the window)^2: (query, key) pairs per head
+  bool projector_in_encoder = false;  // the projector runs on every token inside the encoder (libmtmd)
   // LLM
   int64_t llm_layers = 0, llm_embd = 0, llm_heads = 0, llm_head_dim = 0, llm_vocab = 0;
   int64_t llm_block_params = 0;   // all blk.* weights, all layers
 
-  double vit_flops(int layers_run) const;     // patch embedding + `layers_run` blocks on all tokens
+  bool dynamic_resolution() const { return family != "llava-1.5"; }
+  // Sets the image's LLM token grid (dynamic-resolution families): patches, ViT tokens and window pairs.
+  void set_image_grid(int64_t h, int64_t w);
+  bool full_attention_block(int block) const { return n_wa_pattern <= 0 || (block + 1) % n_wa_pattern == 0; }
+  // (query, key) pairs per head in block `block`: T^2, or window_pairs in a windowed block.
+  double vit_attention_pairs(int block) const;
+  double vit_flops(int layers_run) const;     // patch embedding + blocks 0 .. layers_run - 1 on all tokens
   double projector_flops(int64_t rows) const;
+  // The dense softmax(QK^T) over all T tokens that a received-attention tap computes for one block outside
+  // libmtmd's graph (Mtmd encoder only): QK^T plus the weighted column sum, per head.
+  double tap_flops() const;
   // Causal prefill of n positions: 2 x block params x n + attention (QK^T and AV over the causal triangle)
   // + the output head on the last position only.
   double prefill_flops(int64_t n_positions) const;
@@ -55,7 +83,12 @@ struct MtmdRun {
 struct MtmdCommand {
   std::string binary, llm, mmproj, image, prompt;
   int threads = 1, n_ctx = 4096, n_batch = 2048;
+  // The chat template vtprune uses for the family: LLaVA-1.5 files carry none (vicuna, as llama.cpp's own
+  // tests); the others render the file's own Jinja template (llama-mtmd-cli's default is a built-in guess).
+  std::vector<std::string> template_args{"--chat-template", "vicuna"};
 };
+// The template flags for a family's prompt (family::Prompt): {"--chat-template", "vicuna"} or {"--jinja"}.
+std::vector<std::string> mtmd_template_args(const std::string& family);
 std::vector<std::string> mtmd_argv(const MtmdCommand& command);
 // Runs the binary once (stdout+stderr captured); throws Error with the tail of its output on failure.
 MtmdRun run_mtmd_cli(const MtmdCommand& command);
@@ -67,12 +100,16 @@ struct BenchParams {
   std::string llm_path, mmproj_path, image_path;
   std::string prompt = "What is shown in this image? Answer in one sentence.";
   std::vector<std::string> methods{"none", "hiprune"};
-  std::vector<std::string> budgets{"576", "192", "128", "64"};
+  // Empty: the family's default (default_budgets). Counts, ratios ("0.112", "11.2%") or "all".
+  std::vector<std::string> budgets;
   int repeat = 3;
   int threads = 0;      // 0 = all cores
   int n_predict = 8;
   int n_ctx = 4096;
   int warmup = 1;       // unmeasured full runs first (page cache, allocator, OpenMP pool)
+  // Encoder-only comparison. LLaVA-1.5 (vtprune's own graph): extra encoder-only runs (no taps / each method's
+  // taps / llama.cpp's graph). libmtmd families: rows taken from the end-to-end runs' encode stage (none = no
+  // taps, each method = its taps through the eval callback) beside llama-mtmd-cli's encode; no extra runs.
   bool encoder_bench = true;
   bool f16_attention = false;  // end-to-end rows with vision::MmprojOptions::f16_attention
   std::string mtmd_cli;  // empty: no comparison
@@ -90,6 +127,7 @@ struct Row {
   Spread image_decode_ms, preprocess_ms, encode_ms, reduce_ms, project_ms, prefill_ms, ttft_ms, decode_tok_s;
   int vit_layers_run = 0;
   double flops_vit = 0, flops_projector = 0, flops_prefill = 0;
+  double flops_taps = 0;  // the method's dense attention recomputation outside libmtmd's graph (not in the total)
   double flops_total() const { return flops_vit + flops_projector + flops_prefill; }
   double ideal_speedup = 0;     // FLOPs(none) / FLOPs(this)
   double measured_speedup = 0;  // median TTFT(none) / median TTFT(this)
@@ -97,7 +135,9 @@ struct Row {
 };
 
 struct EncoderRow {
-  std::string name;     // "ViT, no taps", "ViT, hiprune taps", ..., "ViT + projector, ours", "llama-mtmd-cli"
+  // "ViT, no taps", "ViT, hiprune taps", ..., "ViT + projector, ours", "llama-mtmd-cli"; libmtmd families:
+  // "libmtmd ViT + merger, no taps (none's runs)", "libmtmd ViT + merger, hiprune taps (blocks 15, 31)", ...
+  std::string name;
   int layers = 0;
   bool like_mtmd = false;  // ViT + projector on all N rows: the span llama-mtmd-cli's encode time covers
   Spread ms;            // wall time of one encode (graph build + compute + read-back)
@@ -114,8 +154,14 @@ struct MtmdSummary {
   int vit_layers_run = 0;
 };
 
+// The budgets a bench runs when none are given: LLaVA-1.5's fixed 576 tokens -> 576, 192, 128, 64; a
+// dynamic-resolution family -> retention ratios 0.334, 0.223, 0.112 (the same thirds and ninths of the image).
+std::vector<std::string> default_budgets(const std::string& family);
+
 struct BenchReport {
   BenchParams params;
+  std::string family, encoder_name;  // family::Family::name and the encoder serving it ("own" | "mtmd")
+  int image_width = 0, image_height = 0;  // the image file's own size
   int threads = 0;
   std::string cpu, system_info;
   double load_before = 0, load_after = 0;

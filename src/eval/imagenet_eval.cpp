@@ -1,4 +1,5 @@
 #include "imagenet_eval.h"
+#include "vtprune/family.h"
 
 #include <algorithm>
 #include <chrono>
@@ -18,10 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Python's round(): half to even (HiPrune's code rounds its counts with it; we use it for layer indices too).
-int round_half_even(double x) { return static_cast<int>(std::nearbyint(x)); }
-
-constexpr int kLlavaDepth = 24;             // CLIP ViT-L/14 layers the official defaults refer to
 constexpr int kHipruneObjectLayerLlava = 8; // HIPRUNE_OBJECT_LAYER = 9 (1-based) -> attentions[8]
 constexpr int kTopK = 5;
 
@@ -133,7 +130,8 @@ ClassifierPlan classifier_plan(std::string_view method, int prune_after, int dep
   const int feature = prune_after - 1;  // the block whose output is reduced
   ClassifierPlan plan;
   if (method == "hiprune") {
-    const int object = std::min(round_half_even(static_cast<double>(kHipruneObjectLayerLlava) * depth / kLlavaDepth), feature);
+    // HiPrune's LLaVA-1.5 object layer scaled to this depth with the family table's one rule
+    const int object = std::min(family::scale_layer(kHipruneObjectLayerLlava, depth, family::by_name("llava-1.5").reference_depth), feature);
     plan.options = {"object_layer=" + std::to_string(object), "deep_layer=" + std::to_string(feature)};
   } else if (method == "fastervlm") {
     plan.options = {"layer=" + std::to_string(feature)};

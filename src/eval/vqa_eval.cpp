@@ -161,16 +161,16 @@ std::vector<VqaRow> run_vqa_eval(const VqaConfig& config) {
   params.threads = config.threads;
   params.n_ctx = config.n_ctx;
   pipeline::Vlm vlm(params);
-  const EncoderInfo info = vlm.vision_model().info();
+  const EncoderInfo info = vlm.encoder_info();
 
   std::vector<Job> jobs;
   for (const auto& method : methods) {
     const auto user = user_options.find(method);
     const std::vector<std::string> options = user == user_options.end() ? std::vector<std::string>{} : user->second;
     // Bad options or layers fail now, not on the first item.
-    const Needs needs = make_reducer(method, options)->needs(info);
+    const Needs needs = make_reducer(method, vlm.method_options(method, options))->needs(info);
     for (const auto& tap : needs.taps) {
-      if (tap.layer >= vlm.vision_model().stored_layers()) {
+      if (vlm.encoder() == family::Encoder::Own && tap.layer >= vlm.vision_model().stored_layers()) {
         throw Error("eval vqa: " + method + " reads layer " + std::to_string(tap.layer) + ", which is not stored in " +
                     config.mmproj.string() + " (" + std::to_string(vlm.vision_model().stored_layers()) +
                     " blocks: llama.cpp's LLaVA conversion drops the last one); choose a stored layer, e.g. --opt " + method +

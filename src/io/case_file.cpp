@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "../reduce/common.h"
+#include "vtprune/family.h"
 
 namespace vtprune::io {
 
@@ -112,6 +113,9 @@ Case Case::load(const fs::path& dir) {
     if (c.params_.contains("budget")) {
       const auto& b = c.params_["budget"];
       c.budget_ = b.is_string() ? Budget::parse(b.get<std::string>()) : Budget::parse(scalar_to_string(b));
+    } else if (c.params_.contains("retention")) {  // HiPrune's Qwen path: HIPRUNE_QWEN_RETENTION, a fraction
+      if (!c.params_["retention"].is_number()) throw Error("params.retention must be a number");
+      c.budget_ = Budget::fraction(c.params_["retention"].get<double>());
     }
     const MethodInfo& info = method_info(c.method_);
     for (const auto& spec : info.options) {
@@ -127,6 +131,9 @@ Case Case::load(const fs::path& dir) {
         c.options_.push_back(kv.get<std::string>());
       }
     }
+    // A case from another model family runs with that family's defaults for the method (e.g. HiPrune's Qwen
+    // rules), as the pipeline would; the case's own parameters override them.
+    if (const family::Family* f = c.family()) c.options_ = family::method_options(*f, c.method_, c.options_);
     c.build_output();
   } catch (const Error& e) {
     throw Error(file.string() + ": " + e.what());
@@ -134,14 +141,28 @@ Case Case::load(const fs::path& dir) {
   return c;
 }
 
+const family::Family* Case::family() const {
+  if (!params_.contains("model_family")) return nullptr;
+  if (!params_["model_family"].is_string()) throw Error("params.model_family must be a string");
+  std::string name = params_["model_family"].get<std::string>();
+  std::replace(name.begin(), name.end(), '_', '-');                 // "qwen2_5_vl" -> "qwen2-5-vl"
+  if (name == "qwen2-5-vl") name = "qwen2.5-vl";
+  return &family::by_name(name);
+}
+
 void Case::build_output() {
   EncoderOutput& out = output_;
-  const bool has_cls = params_.value("has_cls", true);
-  int64_t n = get_int(params_, "n_patches", 576);
+  const family::Family* fam = family();
+  // Merged-token families: the grid is the LLM's token grid; the maps cover merge x merge patches per token,
+  // merge-unit-major (patches unit*t .. unit*t + unit-1 form token t).
+  const int unit = fam ? fam->geometry.merge * fam->geometry.merge : 1;
+  const bool has_cls = params_.value("has_cls", fam ? fam->geometry.has_cls : true);
+  int64_t n = get_int(params_, "n_tokens", get_int(params_, "n_patches", 576) / unit);
   const int64_t gh = get_int(params_, "grid_h", 0), gw = get_int(params_, "grid_w", 0);
   if (gh > 0 && gw > 0) {
-    if (params_.contains("n_patches") && gh * gw != n) {
-      throw Error("grid " + std::to_string(gh) + "x" + std::to_string(gw) + " does not hold n_patches=" + std::to_string(n));
+    if ((params_.contains("n_patches") || params_.contains("n_tokens")) && gh * gw != n) {
+      throw Error("grid " + std::to_string(gh) + "x" + std::to_string(gw) + " does not hold " + std::to_string(n) +
+                  (unit > 1 ? " merged tokens" : " patches (n_patches)"));
     }
     out.info.grid = {static_cast<int>(gh), static_cast<int>(gw)};
   } else {
@@ -150,10 +171,14 @@ void Case::build_output() {
     out.info.grid = {side, side};
   }
   n = out.info.grid.size();
-  const int64_t t = n + (has_cls ? 1 : 0);
+  // sequence length of the attention maps: the ViT's (unit patches per token, + CLS)
+  const int64_t t = n * unit + (has_cls ? 1 : 0);
   out.info.has_cls = has_cls;
-  out.info.num_layers = static_cast<int>(get_int(params_, "num_layers", 24));
-  out.info.feature_layer = static_cast<int>(get_int(params_, "feature_layer", out.info.num_layers - 2));
+  out.info.queries = t;
+  // Qwen2.5-VL's ViT: 32 blocks, the LLM gets the last one; LLaVA-1.5's CLIP: 24, features from layer 22.
+  out.info.num_layers = static_cast<int>(get_int(params_, "num_layers", fam && unit > 1 ? 32 : 24));
+  out.info.feature_layer = static_cast<int>(
+      get_int(params_, "feature_layer", out.info.num_layers - (fam && !fam->geometry.has_cls ? 1 : 2)));
 
   auto expect_shape = [&](const std::string& name, std::vector<int64_t> shape) -> const Tensor& {
     const Tensor* tensor = input(name);
@@ -177,6 +202,7 @@ void Case::build_output() {
     out.info.heads = static_cast<int>(a.shape[0]);
     std::vector<float> rec, cls;
     reduce::attention_statistics(a.data, out.info.heads, t, received ? &rec : nullptr, cls_row ? &cls : nullptr);
+    if (unit > 1 && received) rec = family::merge_unit_mean(rec, unit);  // per patch -> per merged token
     LayerTap* tap = nullptr;
     for (auto& existing : out.taps) {
       if (existing.layer == layer) tap = &existing;
@@ -224,6 +250,12 @@ void Case::build_output() {
   } else if (m == "divprune") {
     out.projected = features("features", n);
     out.features = out.projected;
+  } else if (m == "cdpruner") {  // features are the projected tokens; the prompt-side inputs are optional
+    out.projected = features("features", n);
+    out.features = out.projected;
+    if (input("image_embeds")) out.image_embeds = features("image_embeds", n);
+    if (input("text_embeds")) out.text_embeds = features("text_embeds", -1);
+    if (input("prompt_embeddings")) out.prompt_embeddings = features("prompt_embeddings", -1);
   } else {  // pool, dfmr, random, none: features only (random / none can also run without them)
     if (input("features")) out.features = features("features", n);
   }
@@ -331,11 +363,25 @@ void write_synthetic_case(const SyntheticCaseSpec& spec, const fs::path& dir) {
     put("q", q, {t, d});
     put("k", k, {t, d});
     put("features", smooth_features(s, g, d, false), {n, d});
+  } else if (m == "cdpruner") {
+    // projected tokens, CLIP-side embeddings (C = d / 2) of the patches and of a 2-segment instruction, and LLM
+    // prompt embeddings (P = 5 tokens) in the projected space; the embeddings share a direction with the features
+    // so that relevance is not noise.
+    const auto features = smooth_features(s, g, d, false);
+    const int c = std::max(1, d / 2);
+    std::vector<float> image(static_cast<size_t>(n * c));
+    for (int64_t p = 0; p < n; ++p) {
+      for (int k = 0; k < c; ++k) image[static_cast<size_t>(p * c + k)] = features[static_cast<size_t>(p * d + k)] + 0.5f * s.normal(s.rng);
+    }
+    put("features", features, {n, d});
+    put("image_embeds", image, {n, c});
+    put("text_embeds", s.gaussian(2 * c), {2, c});
+    put("prompt_embeddings", s.gaussian(5 * int64_t{d}), {5, d});
   } else {
     put("features", smooth_features(s, g, d, false), {n, d});
   }
   json params = {{"grid_h", g.h},        {"grid_w", g.w},       {"n_patches", n},
-                 {"has_cls", m != "divprune"}, {"heads", spec.heads}, {"seed", spec.seed},
+                 {"has_cls", m != "divprune" && m != "cdpruner"}, {"heads", spec.heads}, {"seed", spec.seed},
                  {"num_layers", 24},     {"feature_layer", 22}};
   if (m == "hiprune") params["object_layer"] = 9;
   if (spec.budget.kind != Budget::Kind::All) params["budget"] = spec.budget.to_string();
@@ -364,6 +410,7 @@ nlohmann::json reduction_to_json(const Reduction& r, const Reducer& reducer, con
   j["roles"] = roles;
   if (!r.selection_order.empty()) j["selection_order"] = r.selection_order;
   if (!r.groups.empty()) j["groups"] = r.groups;
+  if (!r.relevance.empty()) j["relevance"] = r.relevance;
   j["stats"] = r.stats;
   j["options"] = reducer.options().effective();
   j["budget"] = budget.to_string();

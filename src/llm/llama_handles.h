@@ -2,8 +2,11 @@
 // the log sink. Internal to src/llm.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ggml.h"
 #include "gguf.h"
@@ -32,17 +35,48 @@ using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
 using GgmlContextPtr = std::unique_ptr<ggml_context, GgmlContextDeleter>;
 using GgufContextPtr = std::unique_ptr<gguf_context, GgufContextDeleter>;
 
-// llama_batch is a struct of owning raw pointers; this owns one from llama_batch_init.
+// A llama_batch over vectors this object owns, for one sequence (seq 0): token ids or embedding rows, and
+// `n_sections` position values per row (4 for M-RoPE embeddings, laid out section-major as libllama reads
+// them; llama_batch_init cannot allocate that, it gives one position per row).
 class Batch {
  public:
-  Batch(int32_t capacity, int32_t n_embd) : batch_(llama_batch_init(capacity, n_embd, 1)) {}
-  ~Batch() { llama_batch_free(batch_); }
+  Batch(int32_t capacity, int32_t n_embd, int n_sections)
+      : token_(n_embd == 0 ? static_cast<size_t>(capacity) : 0),
+        embd_(static_cast<size_t>(capacity) * static_cast<size_t>(n_embd)),
+        pos_(static_cast<size_t>(capacity) * static_cast<size_t>(n_sections)),
+        n_seq_id_(static_cast<size_t>(capacity), 1),
+        seq_ids_(static_cast<size_t>(capacity) + 1, seq0_.data()),
+        logits_(static_cast<size_t>(capacity), 0) {
+    seq_ids_.back() = nullptr;
+  }
   Batch(const Batch&) = delete;
   Batch& operator=(const Batch&) = delete;
-  llama_batch& get() { return batch_; }
+
+  // The batch for the next `count` rows (<= capacity): caller fills token or embd, and pos as n_sections
+  // blocks of `count` values; logits are reset to "none".
+  llama_batch& view(int32_t count) {
+    std::fill(logits_.begin(), logits_.end(), 0);
+    batch_ = llama_batch{
+        count,
+        token_.empty() ? nullptr : token_.data(),
+        embd_.empty() ? nullptr : embd_.data(),
+        pos_.data(),
+        n_seq_id_.data(),
+        seq_ids_.data(),
+        logits_.data(),
+    };
+    return batch_;
+  }
 
  private:
-  llama_batch batch_;
+  std::vector<llama_token> token_;
+  std::vector<float> embd_;
+  std::vector<llama_pos> pos_;
+  std::vector<int32_t> n_seq_id_;
+  std::array<llama_seq_id, 1> seq0_{0};
+  std::vector<llama_seq_id*> seq_ids_;
+  std::vector<int8_t> logits_;
+  llama_batch batch_{};
 };
 
 // llama_backend_init once while any holder lives, llama_backend_free when the last one goes.

@@ -1,5 +1,6 @@
-// Random-weight LLaMA GGUF writer (exact LLaMA tensor set, llama.* metadata, small SentencePiece-style
-// vocabulary) and a token_embd reader for tests.
+// Random-weight LLM GGUF writers with llama.cpp's exact layouts: LLaMA (llama.* metadata, small
+// SentencePiece-style vocabulary) and Qwen2.5-VL's language model (qwen2vl, GPT-2 byte-level BPE with Qwen's
+// special tokens and chat template); and a token_embd reader for tests.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -12,8 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include "../io/gguf_stream_writer.h"
 #include "llama_handles.h"
 #include "model_file.h"
+#include "test_vocab.h"
 #include "vtprune/llm.h"
 
 namespace vtprune::llm {
@@ -22,29 +25,15 @@ namespace {
 
 // ---- vocabulary --------------------------------------------------------------------------------------
 
-// Enough English to tokenise LLaVA's system prompt, typical VQA questions and TinyStories-like text into
-// word pieces instead of bytes.
-constexpr std::array kWords = {
-    "a", "an", "the", "and", "or", "of", "to", "in", "on", "at", "is", "are", "was", "were", "be", "it", "this",
-    "that", "there", "what", "which", "who", "how", "many", "much", "where", "why", "do", "does", "can", "you",
-    "your", "i", "he", "she", "they", "we", "his", "her", "their", "with", "for", "from", "by", "as", "not", "no",
-    "yes", "chat", "between", "curious", "human", "artificial", "intelligence", "assistant", "gives", "helpful",
-    "detailed", "polite", "answers", "questions", "USER", "ASSISTANT", "A", "The", "What", "How", "Is", "Describe",
-    "describe", "image", "picture", "photo", "color", "colour", "shown", "show", "see", "look", "left", "right",
-    "top", "bottom", "people", "person", "man", "woman", "dog", "cat", "car", "table", "red", "blue", "green",
-    "white", "black", "yellow", "big", "small", "one", "two", "three", "four", "Once", "upon", "time", "little",
-    "girl", "boy", "named", "Lily", "Tom", "loved", "play", "outside", "park", "day", "saw", "ball", "happy",
-    "said", "went", "very", "had", "like", "friend", "answer", "question", "word", "phrase", "single", "using",
-};
-
 struct Vocabulary {
   std::vector<std::string> tokens;
   std::vector<float> scores;
   std::vector<int32_t> types;
 };
 
-constexpr int32_t kTypeNormal = 1, kTypeUnknown = 2, kTypeControl = 3, kTypeUnused = 5, kTypeByte = 6;
+using detail::kTokenByte, detail::kTokenControl, detail::kTokenNormal, detail::kTokenUnknown, detail::kTokenUnused;
 constexpr const char* kSpace = "\xE2\x96\x81";  // "▁", SentencePiece's whitespace
+constexpr float kWeightStd = 0.02f;  // random weights: uniform with this standard deviation
 
 Vocabulary build_vocabulary(int n_vocab) {
   Vocabulary v;
@@ -56,20 +45,20 @@ Vocabulary build_vocabulary(int n_vocab) {
     v.types.push_back(type);
   };
   // Same fixed ids as LLaMA's tokenizer: <unk> 0, <s> 1, </s> 2, <0x00> 3 ... <0xFF> 258.
-  add("<unk>", 0.0f, kTypeUnknown);
-  add("<s>", 0.0f, kTypeControl);
-  add("</s>", 0.0f, kTypeControl);
+  add("<unk>", 0.0f, kTokenUnknown);
+  add("<s>", 0.0f, kTokenControl);
+  add("</s>", 0.0f, kTokenControl);
   for (int byte = 0; byte < 256; ++byte) {
     char name[8];
     std::snprintf(name, sizeof(name), "<0x%02X>", byte);
-    add(name, 0.0f, kTypeByte);
+    add(name, 0.0f, kTokenByte);
   }
   // Pieces: "▁", every printable ASCII character, then every prefix of "▁word" (shorter = higher score,
   // so SentencePiece's best-score-first merging always finds a path to the whole word).
   std::vector<std::string> pieces = {kSpace};
   for (char c = '!'; c <= '~'; ++c) pieces.emplace_back(1, c);
   std::vector<std::string> prefixes;
-  for (const char* word : kWords) {
+  for (const char* word : detail::kTestWords) {
     const std::string full = std::string(kSpace) + word;
     for (size_t len = std::string(kSpace).size() + 1; len <= full.size(); ++len) prefixes.push_back(full.substr(0, len));
   }
@@ -77,43 +66,17 @@ Vocabulary build_vocabulary(int n_vocab) {
                    [](const std::string& a, const std::string& b) { return a.size() < b.size(); });
   pieces.insert(pieces.end(), prefixes.begin(), prefixes.end());
   float score = -1.0f;
-  for (auto& piece : pieces) add(std::move(piece), score--, kTypeNormal);
+  for (auto& piece : pieces) add(std::move(piece), score--, kTokenNormal);
 
   if (static_cast<int>(v.tokens.size()) > n_vocab) {
     throw Error("test vocabulary needs " + std::to_string(v.tokens.size()) + " tokens but the shape has n_vocab " +
                 std::to_string(n_vocab));
   }
   for (int id = static_cast<int>(v.tokens.size()); id < n_vocab; ++id) {
-    add("<unused" + std::to_string(id) + ">", -1e9f, kTypeUnused);
+    add("<unused" + std::to_string(id) + ">", -1e9f, kTokenUnused);
   }
   return v;
 }
-
-// ---- random data -------------------------------------------------------------------------------------
-
-// splitmix64: fast, seedable per tensor, so tensors can be generated block by block deterministically.
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [-1, 1).
-  float symmetric() { return static_cast<float>(next() >> 40) * (2.0f / 16777216.0f) - 1.0f; }
-};
-
-constexpr float kWeightStd = 0.02f;
-
-enum class Fill { random, ones };
-
-struct TensorSpec {
-  std::string name;
-  int64_t ne0 = 0, ne1 = 1;  // ggml order: ne0 = input width (contiguous), ne1 = rows
-  bool is_matrix = true;
-  Fill fill = Fill::random;
-};
 
 ggml_type ggml_type_of(WeightType type) {
   switch (type) {
@@ -133,17 +96,6 @@ uint32_t llama_file_type_of(WeightType type) {
     case WeightType::q4_0: return LLAMA_FTYPE_MOSTLY_Q4_0;
   }
   return LLAMA_FTYPE_ALL_F32;
-}
-
-struct FileCloser {
-  void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-};
-using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
-
-void write_bytes(std::FILE* file, const void* data, size_t size, const std::string& path, const std::string& what) {
-  if (size > 0 && std::fwrite(data, 1, size, file) != size) {
-    throw Error("write failed for " + path + " (" + what + "): disk full?");
-  }
 }
 
 }  // namespace
@@ -170,27 +122,37 @@ TestLlmShape test_llm_shape(std::string_view name) {
   if (name == "tiny") return {"tiny", 64, 128, 2, 4, 4, 1024, 2048};
   if (name == "tinyllama") return {"tinyllama", 2048, 5632, 22, 32, 4, 32000, 2048};
   if (name == "llava-7b") return {"llava-7b", 4096, 11008, 32, 32, 32, 32000, 4096};
-  throw Error("unknown test model shape '" + std::string(name) + "' (known: tiny, tinyllama, llava-7b)");
+  // Qwen2.5-VL-3B-Instruct's language model (config.json: hidden 2048, intermediate 11008, 36 layers, 16 heads,
+  // 2 KV heads, vocab 151936, max_position_embeddings 128000), and a tiny one with the same layout.
+  if (name == "qwen2.5-vl") return {"qwen2.5-vl", 64, 128, 2, 4, 2, 2048, 4096, TestLlmArch::qwen2vl};
+  if (name == "qwen2.5-vl-3b") return {"qwen2.5-vl-3b", 2048, 11008, 36, 16, 2, 151936, 128000, TestLlmArch::qwen2vl};
+  throw Error("unknown test model shape '" + std::string(name) +
+              "' (known: tiny, tinyllama, llava-7b, qwen2.5-vl, qwen2.5-vl-3b)");
 }
 
-void write_test_llm(const std::string& path, const TestLlmShape& shape, uint64_t seed, WeightType type) {
-  const ggml_type weight_type = ggml_type_of(type);
-  const int64_t block = ggml_blck_size(weight_type);
-  if (shape.n_embd <= 0 || shape.n_ff <= 0 || shape.n_layer <= 0 || shape.n_head <= 0 || shape.n_head_kv <= 0 ||
-      shape.n_vocab <= 0 || shape.n_ctx_train <= 0 || shape.n_embd % shape.n_head != 0 ||
-      shape.n_head % shape.n_head_kv != 0 || shape.n_embd % block != 0 || shape.n_ff % block != 0) {
-    throw Error("invalid test LLM shape '" + shape.name + "': n_embd " + std::to_string(shape.n_embd) + ", n_ff " +
-                std::to_string(shape.n_ff) + ", n_head " + std::to_string(shape.n_head) + ", n_head_kv " +
-                std::to_string(shape.n_head_kv) + " (n_embd and n_ff must be multiples of " + std::to_string(block) +
-                " for " + std::string(to_string(type)) + ")");
-  }
-  auto backend = detail::acquire_backend();
+namespace {
+
+// A random matrix in the file's weight type; vectors (norms, biases) are F32, as llama.cpp's converter writes them.
+io::GeneratedTensor weight(std::string name, ggml_type type, int64_t ne0, int64_t ne1) {
+  return {std::move(name), type, {ne0, ne1, 1, 1}, 0.0f, kWeightStd};
+}
+io::GeneratedTensor vector_of(std::string name, int64_t n, float mean, float stddev) {
+  return {std::move(name), GGML_TYPE_F32, {n, 1, 1, 1}, mean, stddev};
+}
+
+void set_token_texts(gguf_context* g, const std::vector<std::string>& texts, const char* key) {
+  std::vector<const char*> pointers;
+  pointers.reserve(texts.size());
+  for (const auto& t : texts) pointers.push_back(t.c_str());
+  gguf_set_arr_str(g, key, pointers.data(), pointers.size());
+}
+
+// `llama`: LLaMA's tensor set and llama.* metadata, in llama.cpp's conversion order, SentencePiece vocabulary.
+std::vector<io::GeneratedTensor> describe_llama(gguf_context* g, const TestLlmShape& shape, WeightType type) {
+  const ggml_type wtype = ggml_type_of(type);
   const Vocabulary vocab = build_vocabulary(shape.n_vocab);
   const int64_t head_dim = shape.n_embd / shape.n_head;
   const int64_t n_embd_gqa = head_dim * shape.n_head_kv;
-
-  detail::GgufContextPtr gguf(gguf_init_empty());
-  gguf_context* g = gguf.get();
   gguf_set_val_str(g, "general.architecture", "llama");
   gguf_set_val_str(g, "general.name", ("vtprune-test-" + shape.name).c_str());
   gguf_set_val_u32(g, "general.file_type", llama_file_type_of(type));
@@ -205,10 +167,7 @@ void write_test_llm(const std::string& path, const TestLlmShape& shape, uint64_t
   gguf_set_val_f32(g, "llama.rope.freq_base", 10000.0f);
   gguf_set_val_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
   gguf_set_val_str(g, "tokenizer.ggml.model", "llama");
-  std::vector<const char*> token_texts;
-  token_texts.reserve(vocab.tokens.size());
-  for (const auto& t : vocab.tokens) token_texts.push_back(t.c_str());
-  gguf_set_arr_str(g, "tokenizer.ggml.tokens", token_texts.data(), token_texts.size());
+  set_token_texts(g, vocab.tokens, "tokenizer.ggml.tokens");
   gguf_set_arr_data(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, vocab.scores.data(), vocab.scores.size());
   gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, vocab.types.data(), vocab.types.size());
   gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", 0);
@@ -217,81 +176,135 @@ void write_test_llm(const std::string& path, const TestLlmShape& shape, uint64_t
   gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
   gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
 
-  // LLaMA's tensor set, in llama.cpp's conversion order.
-  std::vector<TensorSpec> specs;
-  specs.push_back({"token_embd.weight", shape.n_embd, shape.n_vocab});
+  std::vector<io::GeneratedTensor> t;
+  t.push_back(weight("token_embd.weight", wtype, shape.n_embd, shape.n_vocab));
   for (int il = 0; il < shape.n_layer; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
-    specs.push_back({p + "attn_norm.weight", shape.n_embd, 1, false, Fill::ones});
-    specs.push_back({p + "attn_q.weight", shape.n_embd, shape.n_embd});
-    specs.push_back({p + "attn_k.weight", shape.n_embd, n_embd_gqa});
-    specs.push_back({p + "attn_v.weight", shape.n_embd, n_embd_gqa});
-    specs.push_back({p + "attn_output.weight", shape.n_embd, shape.n_embd});
-    specs.push_back({p + "ffn_norm.weight", shape.n_embd, 1, false, Fill::ones});
-    specs.push_back({p + "ffn_gate.weight", shape.n_embd, shape.n_ff});
-    specs.push_back({p + "ffn_up.weight", shape.n_embd, shape.n_ff});
-    specs.push_back({p + "ffn_down.weight", shape.n_ff, shape.n_embd});
+    t.push_back(vector_of(p + "attn_norm.weight", shape.n_embd, 1.0f, 0.0f));
+    t.push_back(weight(p + "attn_q.weight", wtype, shape.n_embd, shape.n_embd));
+    t.push_back(weight(p + "attn_k.weight", wtype, shape.n_embd, n_embd_gqa));
+    t.push_back(weight(p + "attn_v.weight", wtype, shape.n_embd, n_embd_gqa));
+    t.push_back(weight(p + "attn_output.weight", wtype, shape.n_embd, shape.n_embd));
+    t.push_back(vector_of(p + "ffn_norm.weight", shape.n_embd, 1.0f, 0.0f));
+    t.push_back(weight(p + "ffn_gate.weight", wtype, shape.n_embd, shape.n_ff));
+    t.push_back(weight(p + "ffn_up.weight", wtype, shape.n_embd, shape.n_ff));
+    t.push_back(weight(p + "ffn_down.weight", wtype, shape.n_ff, shape.n_embd));
   }
-  specs.push_back({"output_norm.weight", shape.n_embd, 1, false, Fill::ones});
-  specs.push_back({"output.weight", shape.n_embd, shape.n_vocab});
+  t.push_back(vector_of("output_norm.weight", shape.n_embd, 1.0f, 0.0f));
+  t.push_back(weight("output.weight", wtype, shape.n_embd, shape.n_vocab));
+  return t;
+}
 
-  // Tensor descriptors only (no_alloc): the data is generated and appended one tensor at a time.
-  ggml_init_params meta_params{ggml_tensor_overhead() * (specs.size() + 1), nullptr, /*no_alloc=*/true};
-  detail::GgmlContextPtr meta(ggml_init(meta_params));
-  if (!meta) throw Error("ggml_init failed while preparing " + path);
-  for (const TensorSpec& spec : specs) {
-    ggml_tensor* t = spec.is_matrix ? ggml_new_tensor_2d(meta.get(), weight_type, spec.ne0, spec.ne1)
-                                    : ggml_new_tensor_1d(meta.get(), GGML_TYPE_F32, spec.ne0);
-    ggml_set_name(t, spec.name.c_str());
-    gguf_add_tensor(g, t);
+// `qwen2vl`: what llama.cpp's converter (conversion/qwenvl.py, Qwen2VLModel) writes for Qwen2.5-VL's language
+// model: Qwen2's tensor set with q/k/v biases, tied embeddings (no output.weight, as Qwen2.5-VL-3B), M-RoPE
+// sections, GPT-2 byte-level BPE with Qwen's special tokens and chat template.
+std::vector<io::GeneratedTensor> describe_qwen2vl(gguf_context* g, const TestLlmShape& shape, WeightType type) {
+  const ggml_type wtype = ggml_type_of(type);
+  const int64_t head_dim = shape.n_embd / shape.n_head;
+  if (head_dim % 16 != 0) {
+    throw Error("invalid test LLM shape '" + shape.name + "': head width " + std::to_string(head_dim) +
+                " (n_embd / n_head) must be a multiple of 16 for Qwen2.5-VL's M-RoPE sections");
   }
+  const int64_t n_embd_gqa = head_dim * shape.n_head_kv;
+  const detail::BpeVocabulary vocab = detail::qwen_bpe_vocabulary(shape.n_vocab);
+  // Qwen2.5-VL's mrope_section [16, 24, 24] (t, h, w) of head_dim / 2 = 64 rotary pairs, scaled to this head
+  // width, padded to 4 as the converter does.
+  const int32_t sections[4] = {static_cast<int32_t>(head_dim / 8), static_cast<int32_t>(3 * head_dim / 16),
+                               static_cast<int32_t>(3 * head_dim / 16), 0};
 
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent);
-  if (!gguf_write_to_file(g, path.c_str(), /*only_meta=*/true)) throw Error("cannot write GGUF header to " + path);
-  FilePtr file(std::fopen(path.c_str(), "ab"));
-  if (!file) throw Error("cannot reopen " + path + " to append tensor data");
+  gguf_set_val_str(g, "general.architecture", "qwen2vl");
+  gguf_set_val_str(g, "general.type", "model");
+  gguf_set_val_str(g, "general.name", ("vtprune-test-" + shape.name).c_str());
+  gguf_set_val_u32(g, "qwen2vl.block_count", static_cast<uint32_t>(shape.n_layer));
+  gguf_set_val_u32(g, "qwen2vl.context_length", static_cast<uint32_t>(shape.n_ctx_train));
+  gguf_set_val_u32(g, "qwen2vl.embedding_length", static_cast<uint32_t>(shape.n_embd));
+  gguf_set_val_u32(g, "qwen2vl.feed_forward_length", static_cast<uint32_t>(shape.n_ff));
+  gguf_set_val_u32(g, "qwen2vl.attention.head_count", static_cast<uint32_t>(shape.n_head));
+  gguf_set_val_u32(g, "qwen2vl.attention.head_count_kv", static_cast<uint32_t>(shape.n_head_kv));
+  gguf_set_arr_data(g, "qwen2vl.rope.dimension_sections", GGUF_TYPE_INT32, sections, 4);
+  gguf_set_val_f32(g, "qwen2vl.rope.freq_base", 1000000.0f);
+  gguf_set_val_f32(g, "qwen2vl.attention.layer_norm_rms_epsilon", 1e-6f);
+  gguf_set_val_u32(g, "general.file_type", llama_file_type_of(type));
+  gguf_set_val_str(g, "tokenizer.ggml.model", "gpt2");
+  gguf_set_val_str(g, "tokenizer.ggml.pre", "qwen2");
+  set_token_texts(g, vocab.tokens, "tokenizer.ggml.tokens");
+  gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, vocab.types.data(), vocab.types.size());
+  set_token_texts(g, vocab.merges, "tokenizer.ggml.merges");
+  // tokenizer_config.json: eos "<|im_end|>", pad "<|endoftext|>"; config.json: bos_token_id 151643.
+  gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", static_cast<uint32_t>(vocab.special_base + detail::kQwenImEnd));
+  gguf_set_val_u32(g, "tokenizer.ggml.padding_token_id",
+                   static_cast<uint32_t>(vocab.special_base + detail::kQwenEndOfText));
+  gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", static_cast<uint32_t>(vocab.special_base + detail::kQwenEndOfText));
+  gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", false);
+  gguf_set_val_str(g, "tokenizer.chat_template", std::string(detail::kQwen25VlChatTemplate).c_str());
+  gguf_set_val_u32(g, "general.quantization_version", GGML_QNT_VERSION);
 
-  const size_t alignment = gguf_get_alignment(g);
-  const std::vector<char> zeros(alignment, 0);
-  std::vector<float> values;
-  std::vector<char> encoded;
-  const float amplitude = kWeightStd * std::sqrt(3.0f);  // uniform[-a, a] has std a / sqrt(3)
-  for (size_t index = 0; index < specs.size(); ++index) {
-    const TensorSpec& spec = specs[index];
-    const ggml_type tensor_type = spec.is_matrix ? weight_type : GGML_TYPE_F32;
-    SplitMix64 rng{seed * 0x100000001B3ull + index * 0x9E3779B97F4A7C15ull + 1};
-    // About 4M floats per block: bounded memory whatever the shape.
-    const int64_t rows_per_block = std::max<int64_t>(1, (int64_t{1} << 22) / spec.ne0);
-    size_t written = 0;
-    for (int64_t row0 = 0; row0 < spec.ne1; row0 += rows_per_block) {
-      const int64_t rows = std::min(rows_per_block, spec.ne1 - row0);
-      const size_t n = static_cast<size_t>(rows * spec.ne0);
-      values.resize(n);
-      if (spec.fill == Fill::ones) {
-        std::fill(values.begin(), values.end(), 1.0f);
-      } else {
-        for (float& x : values) x = amplitude * rng.symmetric();
-      }
-      const size_t bytes = ggml_row_size(tensor_type, spec.ne0) * static_cast<size_t>(rows);
-      if (tensor_type == GGML_TYPE_F32) {
-        write_bytes(file.get(), values.data(), bytes, path, spec.name);
-      } else {
-        encoded.resize(bytes);
-        if (tensor_type == GGML_TYPE_F16) {
-          ggml_fp32_to_fp16_row(values.data(), reinterpret_cast<ggml_fp16_t*>(encoded.data()),
-                                static_cast<int64_t>(n));
-        } else {
-          ggml_quantize_chunk(tensor_type, values.data(), encoded.data(), 0, rows, spec.ne0, nullptr);
-        }
-        write_bytes(file.get(), encoded.data(), bytes, path, spec.name);
-      }
-      written += bytes;
+  // Weights: the token table N(0, 0.02)-like, with zero rows for the unused [PAD] ids (the embeddings are tied,
+  // so a random model then never samples a token that prints nothing); the blocks' matrices ~ 1/sqrt(fan_in), so
+  // that each block changes the residual stream by O(1) and the next token depends on the whole prompt (image
+  // included) instead of echoing the last token's own embedding.
+  std::vector<io::GeneratedTensor> t;
+  t.push_back(weight("token_embd.weight", wtype, shape.n_embd, shape.n_vocab));
+  for (int32_t id = 0; id < shape.n_vocab; ++id) {
+    if (vocab.types[id] != detail::kTokenUnused) continue;
+    auto& rows = t.back().zero_rows;
+    if (!rows.empty() && rows.back().second == id) {
+      rows.back().second = id + 1;
+    } else {
+      rows.emplace_back(id, id + 1);
     }
-    const size_t padded = (written + alignment - 1) / alignment * alignment;
-    write_bytes(file.get(), zeros.data(), padded - written, path, spec.name + " padding");
   }
-  if (std::fflush(file.get()) != 0) throw Error("write failed for " + path);
+  const auto matrix = [&](std::string name, int64_t in, int64_t out) {
+    io::GeneratedTensor m = weight(std::move(name), wtype, in, out);
+    m.stddev = 1.0f / std::sqrt(static_cast<float>(in));
+    t.push_back(std::move(m));
+  };
+  for (int il = 0; il < shape.n_layer; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    t.push_back(vector_of(p + "attn_norm.weight", shape.n_embd, 1.0f, 0.0f));
+    matrix(p + "attn_q.weight", shape.n_embd, shape.n_embd);
+    t.push_back(vector_of(p + "attn_q.bias", shape.n_embd, 0.0f, kWeightStd));
+    matrix(p + "attn_k.weight", shape.n_embd, n_embd_gqa);
+    t.push_back(vector_of(p + "attn_k.bias", n_embd_gqa, 0.0f, kWeightStd));
+    matrix(p + "attn_v.weight", shape.n_embd, n_embd_gqa);
+    t.push_back(vector_of(p + "attn_v.bias", n_embd_gqa, 0.0f, kWeightStd));
+    matrix(p + "attn_output.weight", shape.n_embd, shape.n_embd);
+    t.push_back(vector_of(p + "ffn_norm.weight", shape.n_embd, 1.0f, 0.0f));
+    matrix(p + "ffn_gate.weight", shape.n_embd, shape.n_ff);
+    matrix(p + "ffn_up.weight", shape.n_embd, shape.n_ff);
+    matrix(p + "ffn_down.weight", shape.n_ff, shape.n_embd);
+  }
+  t.push_back(vector_of("output_norm.weight", shape.n_embd, 1.0f, 0.0f));
+  return t;
+}
+
+void write_llm(const std::string& path, const TestLlmShape& shape, uint64_t seed, WeightType type, bool header_only) {
+  const ggml_type weight_type = ggml_type_of(type);
+  const int64_t block = ggml_blck_size(weight_type);
+  if (shape.n_embd <= 0 || shape.n_ff <= 0 || shape.n_layer <= 0 || shape.n_head <= 0 || shape.n_head_kv <= 0 ||
+      shape.n_vocab <= 0 || shape.n_ctx_train <= 0 || shape.n_embd % shape.n_head != 0 ||
+      shape.n_head % shape.n_head_kv != 0 || shape.n_embd % block != 0 || shape.n_ff % block != 0) {
+    throw Error("invalid test LLM shape '" + shape.name + "': n_embd " + std::to_string(shape.n_embd) + ", n_ff " +
+                std::to_string(shape.n_ff) + ", n_head " + std::to_string(shape.n_head) + ", n_head_kv " +
+                std::to_string(shape.n_head_kv) + " (n_embd and n_ff must be multiples of " + std::to_string(block) +
+                " for " + std::string(to_string(type)) + ")");
+  }
+  auto backend = detail::acquire_backend();
+  detail::GgufContextPtr gguf(gguf_init_empty());
+  const std::vector<io::GeneratedTensor> tensors = shape.arch == TestLlmArch::qwen2vl
+                                                       ? describe_qwen2vl(gguf.get(), shape, type)
+                                                       : describe_llama(gguf.get(), shape, type);
+  io::write_generated_gguf(gguf.get(), tensors, path, seed, header_only);
+}
+
+}  // namespace
+
+void write_test_llm(const std::string& path, const TestLlmShape& shape, uint64_t seed, WeightType type) {
+  write_llm(path, shape, seed, type, /*header_only=*/false);
+}
+
+void write_test_llm_header(const std::string& path, const TestLlmShape& shape, WeightType type) {
+  write_llm(path, shape, /*seed=*/0, type, /*header_only=*/true);
 }
 
 std::vector<float> read_token_embeddings(const std::string& model_path, std::span<const int32_t> tokens) {

@@ -134,6 +134,28 @@ void dot_products(const MatrixView& a, const MatrixView& b, std::span<float> out
   rows_from(0, threads);
 }
 
+void dot_row(std::span<const float> a, const MatrixView& b, std::span<float> out) {
+  const int64_t n = b.rows, d = b.cols;
+  if (static_cast<int64_t>(a.size()) != d) throw Error("dot_row: widths differ");
+  if (static_cast<int64_t>(out.size()) < n) throw Error("dot_row: output too small");
+  const float* x = a.data();
+  const float* pb = b.data.data();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {  // 8 independent accumulators vectorise along d; x is loaded once for all 8
+    const float *b0 = pb + j * d, *b1 = b0 + d, *b2 = b1 + d, *b3 = b2 + d, *b4 = b3 + d, *b5 = b4 + d, *b6 = b5 + d, *b7 = b6 + d;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7)
+    for (int64_t k = 0; k < d; ++k) {
+      const float v = x[k];
+      s0 += v * b0[k]; s1 += v * b1[k]; s2 += v * b2[k]; s3 += v * b3[k];
+      s4 += v * b4[k]; s5 += v * b5[k]; s6 += v * b6[k]; s7 += v * b7[k];
+    }
+    const float s[8] = {s0, s1, s2, s3, s4, s5, s6, s7};
+    std::copy(s, s + 8, out.begin() + j);
+  }
+  for (; j < n; ++j) out[static_cast<size_t>(j)] = dot(x, pb + j * d, d);
+}
+
 std::vector<std::vector<int32_t>> cosine_knn(const MatrixView& unit_rows, std::span<const int32_t> queries, int64_t k) {
   const int64_t n = unit_rows.rows;
   k = std::min<int64_t>(k, n - 1);

@@ -38,6 +38,10 @@ std::vector<float> normalize_rows(const MatrixView& m);
 // Blocked 4x4 kernel; with `symmetric` (a and b are the same matrix) only half is computed and mirrored.
 void dot_products(const MatrixView& a, const MatrixView& b, std::span<float> out, bool symmetric = false);
 
+// out[j] = <a, b_j> for every row j of b (out has b.rows floats): one row of a Gram matrix on demand, for
+// methods that need only a few rows of it (CDPruner: the selected tokens'). 8 rows of b per pass.
+void dot_row(std::span<const float> a, const MatrixView& b, std::span<float> out);
+
 // Cosine k-nearest neighbours: for each query row q (an index into `unit_rows`, rows already
 // L2-normalised), the k other rows with the largest cosine, excluding q itself, ordered by cosine
 // descending with the lower index first on ties (stable_top_k's rule). One blocked product for all queries.

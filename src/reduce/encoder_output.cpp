@@ -57,6 +57,18 @@ void EncoderOutput::validate() const {
     if (!features.empty()) check_vector(cls_features, features.cols, "cls_features");
   }
   check_matrix(projected, n, "projected embeddings");
+  check_matrix(image_embeds, n, "image_embeds");
+  check_matrix(text_embeds, -1, "text_embeds");
+  if (!image_embeds.empty() && !text_embeds.empty() && image_embeds.cols != text_embeds.cols) {
+    throw Error("image_embeds " + shape(image_embeds.rows, image_embeds.cols) + " and text_embeds " +
+                shape(text_embeds.rows, text_embeds.cols) + " differ in width (not the same CLIP projection?)");
+  }
+  check_matrix(prompt_embeddings, -1, "prompt_embeddings");
+  if (!projected.empty() && !prompt_embeddings.empty() && projected.cols != prompt_embeddings.cols) {
+    throw Error("prompt_embeddings " + shape(prompt_embeddings.rows, prompt_embeddings.cols) +
+                " and projected embeddings " + shape(projected.rows, projected.cols) +
+                " differ in width (not the same LLM?)");
+  }
   for (const auto& tp : taps) {
     const std::string where = "layer " + std::to_string(tp.layer) + " ";
     check_vector(tp.received, t, where + "received attention");
@@ -99,6 +111,9 @@ void Needs::merge(const Needs& other) {
   features |= other.features;
   cls_features |= other.cls_features;
   projected |= other.projected;
+  image_embeds |= other.image_embeds;
+  text_embeds |= other.text_embeds;
+  prompt_embeddings |= other.prompt_embeddings;
 }
 
 // ---- the Reducer front door: validation shared by every method -------------------------------------
@@ -126,6 +141,17 @@ Reduction Reducer::reduce(const EncoderOutput& input, const Budget& budget) cons
     if (input.projected.empty()) throw Error(name + ": needs post-projector embeddings, none given");
     reduce::check_finite(input.projected.data, name, "projected embeddings");
   }
+  // Prompt-conditioned inputs: the caller computes them from the prompt (README "Methods", cdpruner).
+  auto require_matrix = [&](bool wanted, const MatrixView& m, const char* what, const char* from) {
+    if (!wanted) return;
+    if (m.empty()) throw Error(name + ": needs " + what + " (" + from + "), none given");
+    reduce::check_finite(m.data, name, what);
+  };
+  require_matrix(need.image_embeds, input.image_embeds, "image_embeds",
+                 "CLIP visual_projection(post_layernorm(patch features))");
+  require_matrix(need.text_embeds, input.text_embeds, "text_embeds", "CLIP text tower embeddings of the prompt");
+  require_matrix(need.prompt_embeddings, input.prompt_embeddings, "prompt_embeddings",
+                 "the LLM's token embeddings of the prompt");
   for (const auto& req : need.taps) {
     const LayerTap& tp = input.tap(req.layer, name);
     const std::string l = "layer " + std::to_string(req.layer) + " ";

@@ -10,7 +10,7 @@ namespace {
 using reduce::MethodEntry;
 
 // Fixed order: the papers' methods first, then baselines.
-constexpr std::array<MethodEntry, 10> kMethods = {{
+constexpr std::array<MethodEntry, 11> kMethods = {{
     {reduce::hiprune_info, reduce::make_hiprune},
     {reduce::prumerge_info, reduce::make_prumerge},
     {reduce::prumerge_plus_info, reduce::make_prumerge_plus},
@@ -18,6 +18,7 @@ constexpr std::array<MethodEntry, 10> kMethods = {{
     {reduce::visionzip_info, reduce::make_visionzip},
     {reduce::fastervlm_info, reduce::make_fastervlm},
     {reduce::divprune_info, reduce::make_divprune},
+    {reduce::cdpruner_info, reduce::make_cdpruner},
     {reduce::pool_info, reduce::make_pool},
     {reduce::random_info, reduce::make_random},
     {reduce::none_info, reduce::make_none},

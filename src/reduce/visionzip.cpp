@@ -9,6 +9,11 @@
 //   output     = [h_dominant..., context_t...]                         (hidden = feature layer incl. CLS)
 // Indices are SEQUENCE positions (0 = CLS, patch p -> p + 1), as the official all_indices.
 // Code: dvlab-research/VisionZip@3151f6d visionzip/clip_encoder.py:42-85, utils.py:10-135.
+//
+// dominant_by=received is vtprune's adaptation for encoders without a CLS token (Qwen2.5-VL): the D dominant
+// tokens are the top-D by the attention each token receives (mean over heads and queries), no CLS row is output,
+// and indices are patch indices. metric=features merges the contextual tokens by the cosine of the features
+// themselves (the LLM-input embeddings there) where the encoder gives no keys.
 #include <algorithm>
 #include <cmath>
 
@@ -28,11 +33,20 @@ class VisionZip final : public Reducer {
   using Reducer::Reducer;
   const MethodInfo& info() const override { return visionzip_info(); }
 
+  bool cls_mode() const { return options().choice("dominant_by") == "cls"; }
+  bool key_metric() const { return options().choice("metric") == "keys"; }
+
   Needs needs(const EncoderInfo& enc) const override {
-    if (!enc.has_cls) throw Error("visionzip: needs a [CLS] token; this encoder has none");
+    if (cls_mode() && !enc.has_cls) {
+      throw Error("visionzip: dominant_by=cls needs a [CLS] token; this encoder has none (dominant_by=received ranks "
+                  "by the attention each token receives)");
+    }
+    if (!cls_mode() && enc.has_cls) {
+      throw Error("visionzip: dominant_by=received is for encoders without a [CLS] token; this one has one");
+    }
     Needs n;
-    n.add({.layer = options().layer("layer", enc), .cls_attention = true, .keys = true});
-    n.cls_features = true;
+    n.add({.layer = options().layer("layer", enc), .received = !cls_mode(), .cls_attention = cls_mode(), .keys = key_metric()});
+    n.cls_features = cls_mode();
     n.features = true;
     return n;
   }
@@ -65,29 +79,37 @@ class VisionZip final : public Reducer {
 
   Reduction run(const EncoderOutput& input, int64_t budget, bool budget_given) const override {
     const LayerTap& tap = input.tap(options().layer("layer", input.info), "visionzip");
+    const bool with_cls = cls_mode();
+    const int32_t offset = with_cls ? 1 : 0;  // sequence index of patch 0
     const int64_t t = input.seq_len(), d = input.features.cols;
     const int heads = input.info.heads;
-    if (heads <= 0 || tap.keys.cols % heads != 0) {
+    if (key_metric() && (heads <= 0 || tap.keys.cols % heads != 0)) {
       throw Error("visionzip: key width " + std::to_string(tap.keys.cols) + " is not a multiple of heads=" +
                   std::to_string(heads));
     }
     const Split s = split(budget, budget_given, t);
-    auto hidden = [&](int32_t seq) { return seq == 0 ? input.cls_features : input.features.row(seq - 1); };
+    auto hidden = [&](int32_t seq) {
+      return with_cls && seq == 0 ? input.cls_features : input.features.row(seq - offset);
+    };
 
-    // dominant: CLS + top (D-1) patches by CLS attention (mean over heads ranks like the official sum)
-    const std::vector<int32_t> top = stable_top_k(tap.cls_attention.subspan(1), s.dominant - 1);
     Reduction r;
-    r.sequence_indices = true;
+    r.sequence_indices = with_cls;
     r.dim = d;
-    r.selection_order.push_back(0);
-    for (int32_t p : top) r.selection_order.push_back(p + 1);
+    if (with_cls) {
+      // dominant: CLS + top (D-1) patches by CLS attention (mean over heads ranks like the official sum)
+      const std::vector<int32_t> top = stable_top_k(tap.cls_attention.subspan(1), s.dominant - 1);
+      r.selection_order.push_back(0);
+      for (int32_t p : top) r.selection_order.push_back(p + 1);
+    } else {
+      r.selection_order = stable_top_k(tap.received, s.dominant);
+    }
     std::vector<int32_t> dominant = r.selection_order;
     std::sort(dominant.begin(), dominant.end());
     std::vector<uint8_t> is_dominant(static_cast<size_t>(t), 0);
     for (int32_t q : dominant) {
       is_dominant[static_cast<size_t>(q)] = 1;
       r.kept.push_back(q);
-      r.roles.push_back(q == 0 ? TokenRole::Cls : TokenRole::Dominant);
+      r.roles.push_back(with_cls && q == 0 ? TokenRole::Cls : TokenRole::Dominant);
       const auto h = hidden(q);
       r.tokens.insert(r.tokens.end(), h.begin(), h.end());
       r.groups.push_back({q});
@@ -107,10 +129,15 @@ class VisionZip final : public Reducer {
         targets.push_back(static_cast<int32_t>(i));
         is_target[static_cast<size_t>(i)] = 1;
       }
-      // metric: keys averaged over heads, then L2-normalised
-      const int64_t hd = tap.keys.cols / heads;
+      // metric: keys averaged over heads (metric=features: the features), then L2-normalised
+      const int64_t hd = key_metric() ? tap.keys.cols / heads : d;
       std::vector<float> metric(static_cast<size_t>(m * hd), 0.0f);
       for (int64_t i = 0; i < m; ++i) {
+        if (!key_metric()) {
+          const auto h = hidden(rest[static_cast<size_t>(i)]);
+          std::copy(h.begin(), h.end(), metric.begin() + i * hd);
+          continue;
+        }
         const auto key = tap.keys.row(rest[static_cast<size_t>(i)]);
         for (int h = 0; h < heads; ++h) {
           for (int64_t c = 0; c < hd; ++c) metric[static_cast<size_t>(i * hd + c)] += key[static_cast<size_t>(h * hd + c)];
@@ -164,7 +191,13 @@ const MethodInfo& visionzip_info() {
       BudgetUse::Exact,
       {{"dominant", OptionType::Integer, "0", "dominant tokens D, CLS included (0: budget - contextual)", {}, 0, 1e9},
        {"contextual", OptionType::Integer, "-1", "contextual tokens C (-1: round(budget*10/64), the 54/10 split)", {}, -1, 1e9},
-       {"layer", OptionType::Layer, "feature", "layer of the CLS attention and keys (official: attentions[-2])"}}};
+       {"layer", OptionType::Layer, "feature", "layer of the CLS attention and keys (official: attentions[-2])"},
+       {"dominant_by", OptionType::Choice, "cls",
+        "cls: [CLS] attention, CLS output first (official); received: attention each token receives (no-CLS encoders)",
+        {"cls", "received"}},
+       {"metric", OptionType::Choice, "keys",
+        "what contextual tokens are merged by: keys of the layer averaged over heads (official), or the features",
+        {"keys", "features"}}}};
   return info;
 }
 

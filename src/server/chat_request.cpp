@@ -2,15 +2,19 @@
 // here, in the HTTP thread, before the request takes a queue place or a slot.
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "base64.h"
 #include "image_probe.h"
+#include "vtprune/embedding_cache.h"
+#include "vtprune/mtmd_encoder.h"
 #include "vtprune/server.h"
 
 namespace vtprune::server {
@@ -29,7 +33,9 @@ ApiError invalid_request(std::string code, std::string param, const std::string&
   return ApiError(400, "invalid_request_error", std::move(code), std::move(param), message);
 }
 
-std::string_view finish_reason(llm::StopReason stop) { return stop == llm::StopReason::eog ? "stop" : "length"; }
+std::string_view finish_reason(llm::StopReason stop) {
+  return stop == llm::StopReason::eog || stop == llm::StopReason::stop_sequence ? "stop" : "length";
+}
 
 namespace {
 
@@ -227,15 +233,21 @@ std::vector<uint8_t> load_image(const std::string& url, const std::string& param
 // ---- messages ---------------------------------------------------------------------------------------
 
 void check_no_marker(const std::string& text, const std::string& param) {
-  if (text.find(llm::kImageMarker) != std::string::npos) {
-    throw invalid_request("invalid_value", param,
-                          param + " contains the literal marker " + std::string(llm::kImageMarker) +
-                              "; images are placed by image_url parts");
+  for (const std::string_view marker : {llm::kImageMarker, std::string_view(vision::MtmdEncoder::marker())}) {
+    if (text.find(marker) != std::string::npos) {
+      throw invalid_request("invalid_value", param,
+                            param + " contains the literal marker " + std::string(marker) + "; images are placed by image_url parts");
+    }
   }
 }
 
-// The question with one <image> marker per image part, and the images in marker order.
-void read_user_content(const json& content, const std::string& param, const RequestPolicy& policy, pipeline::Request& out) {
+[[noreturn]] void unsupported(const std::string& param, const std::string& why) {
+  throw invalid_request("unsupported_parameter", param, param + ": " + why);
+}
+
+// One message's text with an <image> marker per image part (user messages only), and its images appended to `out`.
+std::string read_content(const json& content, const std::string& param, const std::string& role, const RequestPolicy& policy,
+                         pipeline::Request& out) {
   std::vector<std::string> pieces;
   if (content.is_string()) {
     check_no_marker(content.get_ref<const std::string&>(), param);
@@ -248,15 +260,22 @@ void read_user_content(const json& content, const std::string& param, const Requ
       const json* type = member(part, "type");
       if (type == nullptr) throw invalid_request("missing_field", part_param + ".type", part_param + ".type is required");
       const std::string& kind = as_string(*type, part_param + ".type");
-      if (kind == "text") {
-        const json* text = member(part, "text");
-        if (text == nullptr) throw invalid_request("missing_field", part_param + ".text", part_param + ".text is required");
-        const std::string& value = as_string(*text, part_param + ".text");
-        check_no_marker(value, part_param + ".text");
+      if (kind == "text" || (kind == "refusal" && role == "assistant")) {
+        const char* field = kind == "text" ? "text" : "refusal";
+        const json* text = member(part, field);
+        if (text == nullptr) {
+          throw invalid_request("missing_field", part_param + "." + field, part_param + "." + field + " is required");
+        }
+        const std::string& value = as_string(*text, part_param + "." + field);
+        check_no_marker(value, part_param + "." + field);
         if (!value.empty()) pieces.push_back(value);
       } else if (kind == "image_url") {
-        const json* image_url = member(part, "image_url");
         const std::string url_param = part_param + ".image_url";
+        if (role != "user") {
+          throw invalid_request("invalid_image_position", part_param,
+                                part_param + ": images may only be in user messages, not in a " + role + " message");
+        }
+        const json* image_url = member(part, "image_url");
         if (image_url == nullptr) throw invalid_request("missing_field", url_param, url_param + " is required");
         std::string url;
         if (image_url->is_string()) {  // some clients send the URL directly
@@ -265,36 +284,37 @@ void read_user_content(const json& content, const std::string& param, const Requ
           const json* u = member(*image_url, "url");
           if (u == nullptr) throw invalid_request("missing_field", url_param + ".url", url_param + ".url is required");
           url = as_string(*u, url_param + ".url");
+          if (const json* detail = member(*image_url, "detail")) (void)as_string(*detail, url_param + ".detail");  // ignored
         } else {
           wrong_type(*image_url, url_param, "an object with a url");
         }
         if (static_cast<int>(out.images.size()) >= policy.limits.max_images) {
           throw invalid_request("too_many_images", url_param,
-                                "a request may carry at most " + std::to_string(policy.limits.max_images) + " images");
+                                url_param + ": a request may carry at most " + std::to_string(policy.limits.max_images) +
+                                    " images, counted over every message of the conversation");
         }
         out.images.push_back(load_image(url, url_param, policy));
         out.image_names.push_back(url_param);
         pieces.emplace_back(llm::kImageMarker);
       } else {
         throw invalid_request("unsupported_content_part", part_param + ".type",
-                              part_param + ".type '" + kind + "' is not supported; use text or image_url");
+                              part_param + ".type '" + kind + "' is not supported; use text" +
+                                  (role == "user" ? " or image_url" : ""));
       }
     }
   } else {
     wrong_type(content, param, "a string or an array of content parts");
   }
-  std::string prompt;
-  for (const auto& piece : pieces) prompt += (prompt.empty() ? "" : "\n") + piece;
-  if (prompt.empty()) throw invalid_request("invalid_value", param, param + " is empty: send text, images or both");
-  out.prompt = std::move(prompt);
+  std::string text;
+  for (size_t i = 0; i < pieces.size(); ++i) text += (i ? "\n" : "") + pieces[i];
+  return text;
 }
 
-void read_messages(const json& body, const RequestPolicy& policy, pipeline::Request& out) {
+void read_messages(const json& body, const RequestPolicy& policy, ChatRequest& request) {
+  pipeline::Request& out = request.pipeline;
   const json* messages = member(body, "messages");
   if (messages == nullptr) throw invalid_request("missing_field", "messages", "messages is required");
   if (!messages->is_array() || messages->empty()) wrong_type(*messages, "messages", "a non-empty array");
-  const json* user = nullptr;
-  std::string user_param;
   for (size_t i = 0; i < messages->size(); ++i) {
     const json& message = (*messages)[i];
     const std::string param = "messages[" + std::to_string(i) + "]";
@@ -302,24 +322,75 @@ void read_messages(const json& body, const RequestPolicy& policy, pipeline::Requ
     const json* role_field = member(message, "role");
     if (role_field == nullptr) throw invalid_request("missing_field", param + ".role", param + ".role is required");
     const std::string& role = as_string(*role_field, param + ".role");
-    if (role == "system" || role == "developer") {
-      throw invalid_request("unsupported_role", param + ".role",
-                            param + ": " + role + " messages are not supported; the LLaVA-1.5 template has a fixed system prompt");
+    if (role == "tool" || role == "function") {
+      throw invalid_request("unsupported_role", param + ".role", param + ".role: " + role + " messages are not supported (no tool calls)");
     }
-    if (role == "assistant" || role == "tool" || role == "function" || (role == "user" && user != nullptr)) {
-      throw invalid_request("unsupported_role", param + ".role",
-                            param + ": multi-turn conversations are not supported (LLaVA-1.5 single turn); send one user message");
+    if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
+      throw invalid_request("invalid_value", param + ".role", param + ".role '" + role + "' is unknown");
     }
-    if (role != "user") throw invalid_request("invalid_value", param + ".role", param + ".role '" + role + "' is unknown");
-    user = &message;
-    user_param = param;
+    for (const auto& [key, value] : message.items()) {
+      if (key == "role" || key == "content" || key == "name" || (key == "refusal" && role == "assistant")) continue;
+      if (value.is_null() || ((key == "tool_calls") && value.is_array() && value.empty())) continue;
+      unsupported(param + "." + key, "is not supported (no tools, function calls or audio)");
+    }
+    const json* content = member(message, "content");
+    if (content == nullptr) throw invalid_request("missing_field", param + ".content", param + ".content is required");
+    std::string text = read_content(*content, param + ".content", role, policy, out);
+    if (role == "user" && text.empty()) {
+      throw invalid_request("invalid_value", param + ".content", param + ".content is empty: send text, images or both");
+    }
+    out.messages.push_back({role, std::move(text)});
   }
-  const json* content = member(*user, "content");
-  if (content == nullptr) throw invalid_request("missing_field", user_param + ".content", user_param + ".content is required");
-  read_user_content(*content, user_param + ".content", policy, out);
+  if (out.messages.back().role != "user") {
+    const std::string param = "messages[" + std::to_string(out.messages.size() - 1) + "].role";
+    throw invalid_request("invalid_value", param, param + ": the last message must be a user message (the turn to answer)");
+  }
+  if (policy.prompt == family::Prompt::Llava15) {
+    try {
+      (void)llm::llava15_conversation_text(out.messages);
+    } catch (const llm::MessageError& e) {
+      throw invalid_request(e.code(), "messages[" + std::to_string(e.index()) + "]." + e.field(), e.what());
+    }
+  }
+  // Digests: of every image (cache keys, KV identity) and of every message (slot affinity).
+  for (const auto& bytes : out.images) out.image_digests.push_back(pipeline::digest(bytes));
+  size_t image = 0;
+  for (const llm::ChatMessage& m : out.messages) {
+    size_t n = 0;
+    for (size_t at = m.content.find(llm::kImageMarker); at != std::string::npos; at = m.content.find(llm::kImageMarker, at + 1)) ++n;
+    request.message_digests.push_back(message_digest(m, std::span<const std::string>(out.image_digests).subspan(image, n)));
+    image += n;
+  }
 }
 
 // ---- sampling ---------------------------------------------------------------------------------------
+
+// The top-level fields: implemented, accepted and ignored, or refused (anything else).
+void check_fields(const json& body) {
+  static const std::set<std::string, std::less<>> kImplemented = {
+      "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "frequency_penalty",
+      "presence_penalty", "logit_bias", "stop", "logprobs", "top_logprobs", "n", "stream", "stream_options", "vtprune"};
+  static const std::set<std::string, std::less<>> kIgnored = {
+      "model", "user", "store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"};
+  for (const auto& [key, value] : body.items()) {
+    if (kImplemented.count(key) || kIgnored.count(key) || value.is_null()) continue;
+    if ((key == "tools" || key == "functions") && value.is_array() && value.empty()) continue;
+    if ((key == "tool_choice" || key == "function_call") && value.is_string() &&
+        (value.get_ref<const std::string&>() == "none" || value.get_ref<const std::string&>() == "auto")) {
+      continue;
+    }
+    if (key == "response_format" && value.is_object() && value.size() == 1 && value.contains("type") && value["type"] == "text") {
+      continue;
+    }
+    if (key == "modalities" && value == json::array({"text"})) continue;
+    if (key == "tools" || key == "functions" || key == "tool_choice" || key == "function_call") {
+      unsupported(key, "tools and function calling are not supported");
+    }
+    if (key == "response_format") unsupported(key, "only {\"type\": \"text\"} is supported (no JSON or schema output)");
+    unsupported(key, "is not supported by vtprune (see the README's list of accepted fields)");
+  }
+  if (const json* model = member(body, "model")) (void)as_string(*model, "model");
+}
 
 void read_sampling(const json& body, const Limits& limits, ChatRequest& out) {
   llm::SamplingParams& s = out.pipeline.sampling;
@@ -345,25 +416,60 @@ void read_sampling(const json& body, const Limits& limits, ChatRequest& out) {
     check_range(seed >= 0 && seed <= int64_t{std::numeric_limits<uint32_t>::max()}, "seed", "must be in [0, 4294967295]");
     s.seed = static_cast<uint32_t>(seed);
   }
+  for (const char* key : {"frequency_penalty", "presence_penalty"}) {
+    if (const json* v = member(body, key)) {
+      const double p = as_number(*v, key);
+      check_range(p >= -2.0 && p <= 2.0, key, "must be in [-2, 2]");
+      (std::string_view(key) == "frequency_penalty" ? s.frequency_penalty : s.presence_penalty) = static_cast<float>(p);
+    }
+  }
+  if (const json* v = member(body, "logit_bias")) {
+    if (!v->is_object()) wrong_type(*v, "logit_bias", "an object of token ids and biases");
+    for (const auto& [key, bias] : v->items()) {
+      const std::string param = "logit_bias." + key;
+      int64_t token = -1;
+      const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), token);
+      if (ec != std::errc() || end != key.data() + key.size() || token < 0 || token > std::numeric_limits<int32_t>::max()) {
+        throw invalid_request("invalid_value", param, param + ": keys are token ids (non-negative integers)");
+      }
+      const double b = as_number(bias, param);
+      check_range(b >= -100.0 && b <= 100.0, param, "must be in [-100, 100]");
+      s.logit_bias.emplace_back(static_cast<int32_t>(token), static_cast<float>(b));
+    }
+  }
+  if (const json* v = member(body, "stop")) {
+    std::vector<std::string> stops;
+    if (v->is_string()) {
+      stops.push_back(v->get<std::string>());
+    } else if (v->is_array()) {
+      check_range(v->size() <= 4, "stop", "may hold at most 4 strings");
+      for (size_t i = 0; i < v->size(); ++i) stops.push_back(as_string((*v)[i], "stop[" + std::to_string(i) + "]"));
+    } else {
+      wrong_type(*v, "stop", "a string or an array of up to 4 strings");
+    }
+    for (size_t i = 0; i < stops.size(); ++i) {
+      const std::string param = v->is_string() ? "stop" : "stop[" + std::to_string(i) + "]";
+      check_range(!stops[i].empty(), param, "must not be empty");
+      check_range(stops[i].size() <= 1024, param, "must be at most 1024 bytes");
+    }
+    s.stop = std::move(stops);
+  }
+  if (const json* v = member(body, "logprobs")) out.logprobs = as_bool(*v, "logprobs");
+  if (const json* v = member(body, "top_logprobs")) {
+    const int64_t k = as_integer(*v, "top_logprobs");
+    check_range(k >= 0 && k <= 20, "top_logprobs", "must be in [0, 20]");
+    check_range(out.logprobs, "top_logprobs", "needs \"logprobs\": true");
+    s.top_logprobs = static_cast<int>(k);
+  }
+  if (out.logprobs && s.top_logprobs < 0) s.top_logprobs = 0;
   if (const json* v = member(body, "stream")) out.stream = as_bool(*v, "stream");
   if (const json* v = member(body, "stream_options")) {
     if (!v->is_object()) wrong_type(*v, "stream_options", "an object");
     if (const json* u = member(*v, "include_usage")) out.include_usage = as_bool(*u, "stream_options.include_usage");
   }
-  // Refused rather than ignored: a client relying on them would get silently different behaviour.
   if (const json* v = member(body, "n")) {
-    check_range(as_integer(*v, "n") == 1, "n", "must be 1 (one choice per request)");
-  }
-  if (const json* v = member(body, "stop")) {
-    if (!(v->is_string() && v->get_ref<const std::string&>().empty()) && !(v->is_array() && v->empty())) {
-      throw invalid_request("unsupported_parameter", "stop", "stop sequences are not supported");
-    }
-  }
-  if (const json* v = member(body, "tools"); v != nullptr && !(v->is_array() && v->empty())) {
-    throw invalid_request("unsupported_parameter", "tools", "tools are not supported");
-  }
-  if (const json* v = member(body, "logprobs"); v != nullptr && !(v->is_boolean() && !v->get<bool>())) {
-    throw invalid_request("unsupported_parameter", "logprobs", "logprobs are not supported");
+    const int64_t n = as_integer(*v, "n");
+    check_range(n == 1, "n", "must be 1: vtprune generates one choice per request (send n requests for n answers)");
   }
 }
 
@@ -465,11 +571,23 @@ void read_reduction(const json& body, const RequestPolicy& policy, pipeline::Req
 ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& policy) {
   const json request = parse_json(body, policy.limits.max_json_depth);
   if (!request.is_object()) wrong_type(request, "body", "a JSON object");
+  check_fields(request);
   ChatRequest out;
-  read_messages(request, policy, out.pipeline);
+  read_messages(request, policy, out);
   read_sampling(request, policy.limits, out);
   read_reduction(request, policy, out.pipeline);
   return out;
+}
+
+std::string message_digest(const llm::ChatMessage& message, std::span<const std::string> image_digests) {
+  std::string text = message.role;
+  text += '\x1f';
+  text += message.content;
+  for (const std::string& d : image_digests) {
+    text += '\x1f';
+    text += d;
+  }
+  return pipeline::digest(std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
 }  // namespace vtprune::server

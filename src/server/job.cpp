@@ -1,5 +1,7 @@
 #include "job.h"
 
+#include <algorithm>
+
 namespace vtprune::server {
 
 size_t utf8_complete_prefix(std::string_view text) {
@@ -28,10 +30,11 @@ void Job::push_piece(std::string_view piece) {
   changed_.notify_all();
 }
 
-void Job::complete(pipeline::Result result) {
+void Job::complete(pipeline::Result result, nlohmann::json logprobs) {
   {
     std::lock_guard lock(mutex_);
     result_ = std::move(result);
+    logprobs_ = std::move(logprobs);
     done_ = true;
   }
   changed_.notify_all();
@@ -83,20 +86,56 @@ JobQueue::Push JobQueue::try_push(std::shared_ptr<Job> job) {
   {
     std::lock_guard lock(mutex_);
     if (closed_) return Push::closed;
-    if (jobs_.size() >= capacity_) return Push::full;
+    // a slot waiting for work takes the job at once: it does not wait in the queue
+    const auto idle = static_cast<size_t>(std::count(idle_.begin(), idle_.end(), true));
+    if (jobs_.size() >= capacity_ + idle) return Push::full;
     jobs_.push_back(std::move(job));
   }
-  available_.notify_one();
+  available_.notify_all();  // every idle slot looks: the job may prefer one of them
   return Push::accepted;
 }
 
-std::shared_ptr<Job> JobQueue::pop() {
+size_t JobQueue::shared_prefix(const Job& job, size_t slot) const {
+  const auto& mine = job.request().message_digests;
+  const auto& held = history_[slot];
+  size_t n = 0;
+  while (n < mine.size() && n < held.size() && mine[n] == held[n]) ++n;
+  return n;
+}
+
+std::shared_ptr<Job> JobQueue::pop(size_t slot) {
   std::unique_lock lock(mutex_);
-  available_.wait(lock, [&] { return closed_ || !jobs_.empty(); });
-  if (closed_) return nullptr;
-  auto job = std::move(jobs_.front());
-  jobs_.pop_front();
-  return job;
+  idle_[slot] = true;
+  for (;;) {
+    if (closed_) {
+      idle_[slot] = false;
+      return nullptr;
+    }
+    for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
+      const size_t mine = shared_prefix(**it, slot);
+      bool better_idle = false;
+      for (size_t other = 0; other < history_.size() && !better_idle; ++other) {
+        better_idle = other != slot && idle_[other] && shared_prefix(**it, other) > mine;
+      }
+      if (better_idle) continue;
+      auto job = std::move(*it);
+      jobs_.erase(it);
+      idle_[slot] = false;
+      lock.unlock();
+      available_.notify_all();  // jobs that preferred this slot may now go to another
+      return job;
+    }
+    available_.wait(lock);
+  }
+}
+
+void JobQueue::set_history(size_t slot, std::vector<std::string> digests) {
+  std::lock_guard lock(mutex_);
+  history_[slot] = std::move(digests);
+  // The slot is done with its job (its answer is about to be sent) and calls pop() next: count it idle already, so
+  // that the conversation's next turn, which the client may send before that, waits for it instead of going to
+  // another slot that would have to prefill everything again.
+  idle_[slot] = true;
 }
 
 std::vector<std::shared_ptr<Job>> JobQueue::close() {

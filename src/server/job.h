@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "vtprune/server.h"
 
 namespace vtprune::server {
@@ -28,7 +30,8 @@ class Job {
   // ---- slot side
   void mark_started();
   void push_piece(std::string_view piece);
-  void complete(pipeline::Result result);
+  // `logprobs`: choices[].logprobs of the answer (null when not asked for).
+  void complete(pipeline::Result result, nlohmann::json logprobs = nullptr);
   void fail(ApiError error);
   // When the first piece was generated (nullopt if none was).
   std::optional<Clock::time_point> first_piece_at() const;
@@ -47,6 +50,7 @@ class Job {
   // Valid after done: exactly one of them is set.
   const std::optional<pipeline::Result>& result() const { return result_; }
   const std::optional<ApiError>& error() const { return error_; }
+  const nlohmann::json& logprobs() const { return logprobs_; }
 
   // The client went away (stream write failed); the slot stops at the next token.
   void cancel() { cancelled_ = true; }
@@ -61,6 +65,7 @@ class Job {
   bool done_ = false;
   std::optional<Clock::time_point> started_at_, first_piece_at_;
   std::optional<pipeline::Result> result_;
+  nlohmann::json logprobs_;
   std::optional<ApiError> error_;
   std::atomic<bool> cancelled_{false};
 };
@@ -68,23 +73,33 @@ class Job {
 // Length of the longest prefix of `text` that does not end inside a UTF-8 sequence.
 size_t utf8_complete_prefix(std::string_view text);
 
-// A bounded FIFO of jobs waiting for a slot.
+// A bounded FIFO of jobs waiting for a slot, with conversation affinity: each slot's KV cache holds its last
+// conversation, so a job goes to the idle slot whose last conversation shares the longest run of leading messages
+// with it (ChatRequest::message_digests), as llama-server picks a slot by prompt similarity. Jobs are taken
+// oldest first; a slot passes over a job only while a better slot for it is idle (and will take it at once).
 class JobQueue {
  public:
-  explicit JobQueue(size_t capacity) : capacity_(capacity) {}
+  JobQueue(size_t capacity, size_t slots) : capacity_(capacity), history_(slots), idle_(slots, false) {}
   enum class Push { accepted, full, closed };
+  // Full when `capacity` jobs wait already beyond the ones idle slots are about to take.
   Push try_push(std::shared_ptr<Job> job);
-  // Blocks for the next job; nullptr once the queue is closed.
-  std::shared_ptr<Job> pop();
+  // Blocks until there is a job for `slot` (see above); nullptr once the queue is closed.
+  std::shared_ptr<Job> pop(size_t slot);
+  // What `slot`'s KV cache now holds: the message digests of its last conversation, its answer included. Called when
+  // the slot has finished a job and is about to call pop() again (it counts as idle from here).
+  void set_history(size_t slot, std::vector<std::string> digests);
   // Refuses further pushes, wakes every pop() and returns the jobs still waiting.
   std::vector<std::shared_ptr<Job>> close();
   size_t depth() const;
 
  private:
+  size_t shared_prefix(const Job& job, size_t slot) const;  // leading messages in common (under the mutex)
   const size_t capacity_;
   mutable std::mutex mutex_;
   std::condition_variable available_;
   std::deque<std::shared_ptr<Job>> jobs_;
+  std::vector<std::vector<std::string>> history_;
+  std::vector<bool> idle_;
   bool closed_ = false;
 };
 

@@ -53,8 +53,9 @@ void Metrics::count_response(std::string_view endpoint, int status) {
   ++responses_[{std::string(endpoint), status}];
 }
 
-void Metrics::count_request_tokens(int64_t visual_in, int64_t visual_kept, int64_t prompt, int64_t completion) {
+void Metrics::count_request_tokens(int64_t visual_in, int64_t visual_kept, int64_t prompt, int64_t completion, int64_t cached) {
   std::lock_guard lock(mutex_);
+  cached_tokens_ += static_cast<uint64_t>(cached);
   visual_in_ += static_cast<uint64_t>(visual_in);
   visual_kept_ += static_cast<uint64_t>(visual_kept);
   prompt_tokens_ += static_cast<uint64_t>(prompt);
@@ -85,6 +86,8 @@ std::string Metrics::render(const Gauges& gauges) const {
   sample(out, "vtprune_visual_tokens_kept_total", static_cast<double>(visual_kept_));
   header(out, "vtprune_prompt_tokens_total", "counter", "Prompt positions (text + visual) of completed requests.");
   sample(out, "vtprune_prompt_tokens_total", static_cast<double>(prompt_tokens_));
+  header(out, "vtprune_prompt_tokens_cached_total", "counter", "Prompt positions kept in a slot's KV cache from its previous request.");
+  sample(out, "vtprune_prompt_tokens_cached_total", static_cast<double>(cached_tokens_));
   header(out, "vtprune_completion_tokens_total", "counter", "Generated tokens of completed requests.");
   sample(out, "vtprune_completion_tokens_total", static_cast<double>(completion_tokens_));
   ttft_.render(out, "vtprune_ttft_seconds", "Time from request arrival (queue wait included) to the first generated token.");
@@ -95,6 +98,18 @@ std::string Metrics::render(const Gauges& gauges) const {
   sample(out, "vtprune_requests_in_flight", static_cast<double>(gauges.in_flight));
   header(out, "vtprune_slots", "gauge", "Slots (model instances) serving requests.");
   sample(out, "vtprune_slots", static_cast<double>(gauges.slots));
+  header(out, "vtprune_image_cache_hits_total", "counter", "Images whose encoded + reduced rows came from the cache.");
+  sample(out, "vtprune_image_cache_hits_total", static_cast<double>(gauges.cache_hits));
+  header(out, "vtprune_image_cache_misses_total", "counter", "Images encoded and reduced (not in the cache).");
+  sample(out, "vtprune_image_cache_misses_total", static_cast<double>(gauges.cache_misses));
+  header(out, "vtprune_image_cache_evictions_total", "counter", "Cache entries dropped to stay within --image-cache-mib.");
+  sample(out, "vtprune_image_cache_evictions_total", static_cast<double>(gauges.cache_evictions));
+  header(out, "vtprune_image_cache_entries", "gauge", "Entries in the image cache.");
+  sample(out, "vtprune_image_cache_entries", static_cast<double>(gauges.cache_entries));
+  header(out, "vtprune_image_cache_bytes", "gauge", "Bytes the image cache holds (its bound: vtprune_image_cache_max_bytes).");
+  sample(out, "vtprune_image_cache_bytes", static_cast<double>(gauges.cache_bytes));
+  header(out, "vtprune_image_cache_max_bytes", "gauge", "The image cache's bound.");
+  sample(out, "vtprune_image_cache_max_bytes", static_cast<double>(gauges.cache_max_bytes));
   return out;
 }
 

@@ -29,13 +29,15 @@ struct Gauges {
   int64_t queue_depth = 0;
   int64_t in_flight = 0;
   int64_t slots = 0;
+  // The image embedding cache (all zero when it is off).
+  int64_t cache_hits = 0, cache_misses = 0, cache_evictions = 0, cache_entries = 0, cache_bytes = 0, cache_max_bytes = 0;
 };
 
 class Metrics {
  public:
   Metrics();
   void count_response(std::string_view endpoint, int status);
-  void count_request_tokens(int64_t visual_in, int64_t visual_kept, int64_t prompt, int64_t completion);
+  void count_request_tokens(int64_t visual_in, int64_t visual_kept, int64_t prompt, int64_t completion, int64_t cached = 0);
   void observe_ttft(double seconds);
   void observe_duration(double seconds);
   std::string render(const Gauges& gauges) const;
@@ -43,7 +45,7 @@ class Metrics {
  private:
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, int>, uint64_t> responses_;  // (endpoint, status) -> count
-  uint64_t visual_in_ = 0, visual_kept_ = 0, prompt_tokens_ = 0, completion_tokens_ = 0;
+  uint64_t visual_in_ = 0, visual_kept_ = 0, prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
   Histogram ttft_;
   Histogram duration_;
 };

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -19,17 +20,25 @@ struct ResponseIdentity {
   std::string model;
 };
 
-// usage: prompt/completion/total tokens plus visual_tokens_in / visual_tokens_kept.
+// usage: prompt/completion/total tokens, prompt_tokens_details.cached_tokens (prompt positions a slot kept in its
+// KV cache), plus visual_tokens_in / visual_tokens_kept.
 nlohmann::json usage_json(const pipeline::Result& result);
+// choices[].logprobs: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}], "refusal": null};
+// `piece_of` gives an alternative token's text.
+nlohmann::json logprobs_json(const pipeline::Result& result, const std::function<std::string(int32_t)>& piece_of);
 // The "vtprune" extension: method, budget, per-image counts, stage timings and the queue wait.
 nlohmann::json extension_json(const pipeline::Result& result, double queue_ms);
 
-std::string completion_body(const ResponseIdentity& identity, const pipeline::Result& result, double queue_ms);
+// `logprobs`: choices[0].logprobs (null unless the request asked for them).
+std::string completion_body(const ResponseIdentity& identity, const pipeline::Result& result, double queue_ms,
+                            const nlohmann::json& logprobs = nullptr);
 
 // One server-sent event "data: {chunk}\n\n" with a content delta (the first one also carries the role).
 std::string content_event(const ResponseIdentity& identity, std::string_view text, bool with_role);
-// The last content-bearing event: empty delta, finish_reason and the extension.
-std::string finish_event(const ResponseIdentity& identity, const pipeline::Result& result, double queue_ms);
+// The last content-bearing event: empty delta, finish_reason, the extension, and the logprobs of the whole answer
+// when asked for (clients that accumulate a stream's logprobs get them all from this one chunk).
+std::string finish_event(const ResponseIdentity& identity, const pipeline::Result& result, double queue_ms,
+                         const nlohmann::json& logprobs = nullptr);
 // OpenAI's stream_options.include_usage chunk: no choices, usage only.
 std::string usage_event(const ResponseIdentity& identity, const pipeline::Result& result);
 std::string error_event(const std::string& error_json);

@@ -16,6 +16,7 @@
 #include "job.h"
 #include "metrics.h"
 #include "responses.h"
+#include "vtprune/embedding_cache.h"
 #include "vtprune/server.h"
 
 namespace vtprune::server {
@@ -80,6 +81,7 @@ struct Server::Impl {
   RequestPolicy policy;
   int n_ctx = 0;
   std::vector<std::unique_ptr<pipeline::Vlm>> slots;  // unique_ptr: a worker keeps a stable reference
+  std::unique_ptr<pipeline::EmbeddingCache> cache;    // shared by the slots; null when off
   JobQueue queue;
   Metrics metrics;
   ResponseTracker responses;
@@ -99,10 +101,16 @@ struct Server::Impl {
   bool listener_finished = false;
   std::atomic<bool> stopping{false};
 
-  explicit Impl(ServerOptions opts) : options(std::move(opts)), queue(static_cast<size_t>(std::max(0, options.queue))) {
+  explicit Impl(ServerOptions opts)
+      : options(std::move(opts)),
+        queue(static_cast<size_t>(std::max(0, options.queue)), static_cast<size_t>(std::max(1, options.parallel))) {
     if (options.parallel < 1) throw Error("serve: --parallel must be at least 1, not " + std::to_string(options.parallel));
     if (options.queue < 0) throw Error("serve: --queue must be at least 0, not " + std::to_string(options.queue));
-    if (options.model_id.empty()) options.model_id = std::filesystem::path(options.vlm.llm_path).stem().string();
+    if (options.image_cache_bytes < 0) {
+      throw Error("serve: --image-cache-mib must be at least 0, not " + std::to_string(options.image_cache_bytes >> 20));
+    }
+    // The model file's name, as llama-server names its model (--alias overrides it).
+    if (options.model_id.empty()) options.model_id = std::filesystem::path(options.vlm.llm_path).filename().string();
     if (options.vlm.threads <= 0) options.vlm.threads = default_threads_per_slot(options.parallel);
     // The pipeline enforces the same image limits again when it decodes (defence in depth).
     options.vlm.image_limits.max_file_bytes = options.limits.max_image_bytes;
@@ -129,11 +137,17 @@ struct Server::Impl {
     // state, context and KV cache.
     slots.push_back(std::make_unique<pipeline::Vlm>(options.vlm));
     for (int i = 1; i < options.parallel; ++i) slots.push_back(std::make_unique<pipeline::Vlm>(slots.front()->share()));
-    policy.encoder = slots.front()->vision_model().info();
+    policy.encoder = slots.front()->encoder_info();
+    policy.prompt = slots.front()->family().prompt;
     n_ctx = slots.front()->session().n_ctx();
+    if (options.image_cache_bytes > 0) cache = std::make_unique<pipeline::EmbeddingCache>(options.image_cache_bytes);
     try {
-      (void)make_reducer(policy.default_method, policy.default_options)->needs(policy.encoder);
-      if (policy.default_budget.kind != Budget::Kind::All) (void)policy.default_budget.resolve(policy.encoder.grid.size());
+      (void)make_reducer(policy.default_method, slots.front()->method_options(policy.default_method, policy.default_options))
+          ->needs(policy.encoder);
+      // a fixed grid (LLaVA-1.5): the budget must fit it; dynamic-resolution families check per image
+      if (policy.default_budget.kind != Budget::Kind::All && policy.encoder.grid.size() > 0) {
+        (void)policy.default_budget.resolve(policy.encoder.grid.size());
+      }
     } catch (const Error& e) {
       throw Error(std::string("serve: default reduction (--method/--budget/--opt) does not fit this model: ") + e.what());
     }
@@ -202,7 +216,13 @@ struct Server::Impl {
   }
 
   Gauges gauges() const {
-    return {static_cast<int64_t>(queue.depth()), in_flight.load(), static_cast<int64_t>(slots.size())};
+    Gauges g{static_cast<int64_t>(queue.depth()), in_flight.load(), static_cast<int64_t>(slots.size())};
+    if (cache) {
+      const pipeline::EmbeddingCache::Stats c = cache->stats();
+      g.cache_hits = c.hits, g.cache_misses = c.misses, g.cache_evictions = c.evictions;
+      g.cache_entries = c.entries, g.cache_bytes = c.bytes, g.cache_max_bytes = c.max_bytes;
+    }
+    return g;
   }
 
   void reply_error(httplib::Response& res, const ApiError& error) const {
@@ -229,7 +249,13 @@ struct Server::Impl {
                                   {"owned_by", "vtprune"},
                                   {"vtprune",
                                    {{"n_ctx", n_ctx},
+                                    {"family", slots.front()->family().name},
+                                    {"files",
+                                     {{"model", std::filesystem::path(options.vlm.llm_path).filename().string()},
+                                      {"mmproj", std::filesystem::path(options.vlm.mmproj_path).filename().string()}}},
                                     {"visual_tokens_per_image", policy.encoder.grid.size()},
+                                    {"image_cache_bytes", options.image_cache_bytes},
+                                    {"prompt_cache", options.prompt_cache},
                                     {"default_method", policy.default_method},
                                     {"default_budget", policy.default_budget.to_string()}}}};
     res.set_content(dump(nlohmann::json{{"object", "list"}, {"data", nlohmann::json::array({model})}}), "application/json");
@@ -249,7 +275,10 @@ struct Server::Impl {
     if (stopping) return reply_error(res, shutting_down_error());
     std::shared_ptr<Job> job;
     try {
-      job = std::make_shared<Job>(parse_chat_request(req.body, policy), received);
+      ChatRequest request = parse_chat_request(req.body, policy);
+      request.pipeline.cache = cache.get();
+      request.pipeline.reuse_prefix = options.prompt_cache;
+      job = std::make_shared<Job>(std::move(request), received);
     } catch (const ApiError& e) {
       return reply_error(res, e);
     }
@@ -265,7 +294,7 @@ struct Server::Impl {
     if (!job->request().stream) {
       job->wait_done();
       if (job->error()) return reply_error(res, *job->error());
-      res.set_content(completion_body(ident, *job->result(), queue_ms(*job)), "application/json");
+      res.set_content(completion_body(ident, *job->result(), queue_ms(*job), job->logprobs()), "application/json");
       return;
     }
     // Streams keep their status open until the first token: every error before it is a proper 4xx/5xx.
@@ -288,7 +317,7 @@ struct Server::Impl {
               out += error_event(job->error()->to_json());
             } else {
               const pipeline::Result& result = *job->result();
-              out += finish_event(ident, result, queue_ms(*job));
+              out += finish_event(ident, result, queue_ms(*job), job->logprobs());
               if (job->request().include_usage) out += usage_event(ident, result);
             }
             out += kDoneEvent;
@@ -313,32 +342,57 @@ struct Server::Impl {
   // ---- slots ----------------------------------------------------------------------------------------
 
   // A prompt that cannot fit even with the fewest visual tokens the method can keep is refused before the
-  // pipeline encodes anything (adaptive methods may still overflow; the pipeline refuses those).
+  // pipeline encodes anything (adaptive methods may still overflow; the pipeline refuses those), naming the
+  // message at which the conversation outgrows the context.
   void check_context(pipeline::Vlm& vlm, const pipeline::Request& request) const {
-    std::string question = request.prompt;
-    for (size_t at; (at = question.find(llm::kImageMarker)) != std::string::npos;) question.erase(at, llm::kImageMarker.size());
-    const auto text_tokens =
-        static_cast<int64_t>(vlm.session().tokenize(llm::llava15_prompt_text(question, 0), true).size());
+    // Only where the visual token count is known before encoding (LLaVA-1.5's fixed grid and prompt); for
+    // dynamic-resolution families the pipeline refuses a prompt that does not fit (a 400 naming the message).
+    if (vlm.family().prompt != family::Prompt::Llava15 || policy.encoder.grid.size() == 0) return;
     const int64_t patches = policy.encoder.grid.size();
     const auto n_images = static_cast<int64_t>(request.images.size());
     const BudgetUse use = method_info(request.method).budget_use;
-    int64_t visual = n_images;  // adaptive / pooling methods keep at least one token per image
+    // the fewest rows each image can become
+    int64_t per_image = 1;  // adaptive / pooling methods keep at least one token per image
     if (use == BudgetUse::Ignored || (use == BudgetUse::Exact && request.budget.kind == Budget::Kind::All)) {
-      visual = patches * n_images;
+      per_image = patches;
     } else if (use == BudgetUse::Exact) {
-      visual = request.scope == pipeline::BudgetScope::Total ? request.budget.resolve(patches * n_images)
-                                                               : request.budget.resolve(patches) * n_images;
+      per_image = request.scope == pipeline::BudgetScope::Total ? request.budget.resolve(patches * n_images) / std::max<int64_t>(1, n_images)
+                                                                : request.budget.resolve(patches);
     }
-    if (text_tokens + visual > n_ctx) {
-      throw ApiError(400, "invalid_request_error", "context_length_exceeded", "messages",
-                     "the prompt needs at least " + std::to_string(text_tokens + visual) + " tokens (" +
-                         std::to_string(text_tokens) + " text + " + std::to_string(visual) +
-                         " visual) but the context holds " + std::to_string(n_ctx) +
-                         "; shorten the text or keep fewer visual tokens");
+    const int64_t visual = per_image * n_images;
+    std::vector<llm::ChatMessage> messages = request.messages;
+    if (messages.empty()) messages.push_back({"user", request.prompt});
+    for (auto& m : messages) {
+      for (size_t at; (at = m.content.find(llm::kImageMarker)) != std::string::npos;) m.content.erase(at, llm::kImageMarker.size());
     }
+    const auto tokens_of = [&](size_t n_messages) {
+      std::vector<llm::ChatMessage> prefix(messages.begin(), messages.begin() + static_cast<ptrdiff_t>(n_messages));
+      while (!prefix.empty() && prefix.back().role != "user") prefix.pop_back();  // the template ends with a user turn
+      if (prefix.empty() || prefix.back().role != "user") return int64_t{0};
+      return static_cast<int64_t>(vlm.session().tokenize(llm::llava15_conversation_text(prefix), true).size());
+    };
+    const int64_t text_tokens = tokens_of(messages.size());
+    if (text_tokens + visual <= n_ctx) return;
+    // the first message whose conversation so far does not fit (images counted where they appear)
+    size_t at = messages.size() - 1;
+    int64_t images_so_far = 0;
+    for (size_t k = 0; k < request.messages.size(); ++k) {
+      const std::string& content = request.messages[k].content;
+      for (size_t p = content.find(llm::kImageMarker); p != std::string::npos; p = content.find(llm::kImageMarker, p + 1)) ++images_so_far;
+      if (request.messages[k].role == "user" && tokens_of(k + 1) + per_image * images_so_far > n_ctx) {
+        at = k;
+        break;
+      }
+    }
+    const std::string param = "messages[" + std::to_string(at) + "].content";
+    throw ApiError(400, "invalid_request_error", "context_length_exceeded", param,
+                   param + ": the conversation needs at least " + std::to_string(text_tokens + visual) + " tokens (" +
+                       std::to_string(text_tokens) + " text + " + std::to_string(visual) + " visual) but the context holds " +
+                       std::to_string(n_ctx) + "; it outgrows the context at this message: shorten it, drop earlier turns or "
+                       "keep fewer visual tokens");
   }
 
-  void run_job(pipeline::Vlm& vlm, Job& job) {
+  void run_job(size_t slot, pipeline::Vlm& vlm, Job& job) {
     job.mark_started();
     if (job.cancelled() || cancel_in_flight) return job.fail(shutting_down_error());
     try {
@@ -348,17 +402,29 @@ struct Server::Impl {
         job.push_piece(piece);
       });
       const auto finished = Clock::now();
-      metrics.count_request_tokens(result.tokens_in, result.tokens_kept, result.n_prompt_tokens, result.n_generated);
+      metrics.count_request_tokens(result.tokens_in, result.tokens_kept, result.n_prompt_tokens, result.n_generated,
+                                   result.n_cached_tokens);
+      // What this slot's KV cache holds now: this conversation and its answer (the next turn's history).
+      // The answer as the client reads it (JSON turns bytes that are not UTF-8 into U+FFFD) is what comes back.
+      std::vector<std::string> history = job.request().message_digests;
+      history.push_back(message_digest({"assistant", nlohmann::json::parse(dump(nlohmann::json(result.answer))).get<std::string>()}, {}));
+      queue.set_history(slot, std::move(history));  // also marks the slot as about to take the next job
       const auto first = job.first_piece_at();
       const double ttft_ms = first ? ms_between(job.received(), *first) : queue_ms(job) + result.timings.ttft_ms;
       metrics.observe_ttft(ttft_ms / 1000.0);
       metrics.observe_duration(ms_between(job.received(), finished) / 1000.0);
-      job.complete(std::move(result));
+      nlohmann::json logprobs = nullptr;
+      if (job.request().logprobs) {
+        logprobs = logprobs_json(result, [&](int32_t token) { return vlm.session().token_to_piece(token); });
+      }
+      job.complete(std::move(result), std::move(logprobs));
     } catch (const Cancelled&) {
       job.fail(ApiError(503, "server_error", "request_cancelled", "",
                         "the request was cancelled (the client left or the server is shutting down)"));
     } catch (const ApiError& e) {
       job.fail(e);
+    } catch (const llm::MessageError& e) {
+      job.fail(invalid_request(e.code(), "messages[" + std::to_string(e.index()) + "]." + e.field(), e.what()));
     } catch (const InputError& e) {
       // What the pipeline finds wrong with the request (undecodable image bodies, a prompt longer than the
       // context with an adaptive method, ...): everything cheaper to check was checked before queueing.
@@ -369,10 +435,10 @@ struct Server::Impl {
     }
   }
 
-  void work(pipeline::Vlm& vlm) {
-    while (std::shared_ptr<Job> job = queue.pop()) {
+  void work(size_t slot, pipeline::Vlm& vlm) {
+    while (std::shared_ptr<Job> job = queue.pop(slot)) {
       ++in_flight;
-      run_job(vlm, *job);
+      run_job(slot, vlm, *job);
       {
         std::lock_guard lock(state_mutex);  // run() waits on in_flight under this mutex
         --in_flight;
@@ -408,7 +474,7 @@ struct Server::Impl {
   int run() {
     bind();
     std::vector<std::jthread> workers;
-    for (auto& slot : slots) workers.emplace_back([this, &vlm = *slot] { work(vlm); });
+    for (size_t i = 0; i < slots.size(); ++i) workers.emplace_back([this, i, &vlm = *slots[i]] { work(i, vlm); });
     bool listened = true;
     std::jthread listener([this, &listened] {
       listened = http.listen_after_bind();

@@ -1,13 +1,16 @@
 // llama.cpp mmproj GGUF files for LLaVA-1.5 (clip vision tower + `mlp` projector): the loader, and a
 // writer of random-weight files with the exact layout of llama.cpp's legacy conversion (for tests and
-// `make-test-model`).
+// `make-test-model`); and a writer of random Qwen2.5-VL mmproj files (`qwen2.5vl_merger`) in the layout of
+// llama.cpp's converter.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
 
+#include "../io/gguf_stream_writer.h"
 #include "model_impl.h"
+#include "vtprune/gguf_file.h"
 
 namespace vtprune::vision {
 namespace {
@@ -17,88 +20,42 @@ struct FileCloser {
 };
 using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
+// The mmproj's header through the project's one checked GGUF reader (io::GgufFile: every tensor's data inside
+// the file, typed keys, bounded sizes), plus the file handle the tensor data is read from.
 class MmprojReader {
  public:
-  explicit MmprojReader(const std::filesystem::path& path) : path_(path) {
-    gguf_init_params params{};
-    params.no_alloc = true;
-    params.ctx = nullptr;
-    gguf_.reset(gguf_init_from_file(path.c_str(), params));
-    if (!gguf_) throw Error("mmproj " + path.string() + ": not a readable GGUF file");
+  explicit MmprojReader(const std::filesystem::path& path) : gguf_(path, "mmproj") {
     file_.reset(std::fopen(path.c_str(), "rb"));
-    if (!file_) throw Error("mmproj " + path.string() + ": cannot open");
-    std::error_code ec;
-    file_size_ = std::filesystem::file_size(path, ec);
-    if (ec) throw Error("mmproj " + path.string() + ": cannot read (" + ec.message() + ")");
+    if (!file_) throw Error(where() + ": cannot open");
   }
 
   // A size key, bounded before any arithmetic uses it.
-  int size(const char* name, int64_t max) const { return checked_size(u32(name), max, where() + ": metadata " + name); }
-  int64_t tensor_count() const { return gguf_get_n_tensors(gguf_.get()); }
-
-  std::string where() const { return "mmproj " + path_.string(); }
-
-  int64_t key(const char* name, bool required = true) const {
-    const int64_t id = gguf_find_key(gguf_.get(), name);
-    if (id < 0 && required) throw Error(where() + ": missing metadata key " + name);
-    return id;
-  }
-  uint32_t u32(const char* name) const {
-    const int64_t id = key(name);
-    const auto type = gguf_get_kv_type(gguf_.get(), id);
-    if (type == GGUF_TYPE_UINT32) return gguf_get_val_u32(gguf_.get(), id);
-    if (type == GGUF_TYPE_INT32 && gguf_get_val_i32(gguf_.get(), id) >= 0) return static_cast<uint32_t>(gguf_get_val_i32(gguf_.get(), id));
-    throw Error(where() + ": metadata key " + name + " has type " + gguf_type_name(type) + ", expected u32");
-  }
-  float f32(const char* name) const {
-    const int64_t id = key(name);
-    if (gguf_get_kv_type(gguf_.get(), id) != GGUF_TYPE_FLOAT32) throw Error(where() + ": metadata key " + name + " is not f32");
-    return gguf_get_val_f32(gguf_.get(), id);
-  }
-  std::string str(const char* name) const {
-    const int64_t id = key(name);
-    if (gguf_get_kv_type(gguf_.get(), id) != GGUF_TYPE_STRING) throw Error(where() + ": metadata key " + name + " is not a string");
-    return gguf_get_val_str(gguf_.get(), id);
-  }
-  bool boolean(const char* name, bool fallback) const {
-    const int64_t id = key(name, false);
-    if (id < 0) return fallback;
-    if (gguf_get_kv_type(gguf_.get(), id) != GGUF_TYPE_BOOL) throw Error(where() + ": metadata key " + name + " is not a bool");
-    return gguf_get_val_bool(gguf_.get(), id);
-  }
+  int size(const char* name, int64_t max) const { return checked_size(gguf_.u32(name), max, where() + ": metadata " + name); }
+  int64_t tensor_count() const { return gguf_.tensor_count(); }
+  std::string where() const { return gguf_.where(); }
+  bool has(const char* name) const { return gguf_.has(name); }
+  float f32(const char* name) const { return gguf_.f32(name); }
+  std::string str(const char* name) const { return gguf_.str(name); }
+  bool boolean(const char* name, bool fallback) const { return gguf_.boolean(name, fallback); }
   std::array<float, 3> f32x3(const char* name) const {
-    const int64_t id = key(name);
-    if (gguf_get_kv_type(gguf_.get(), id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_FLOAT32 ||
-        gguf_get_arr_n(gguf_.get(), id) != 3) {
-      throw Error(where() + ": metadata key " + name + " is not an array of 3 f32");
-    }
-    std::array<float, 3> v{};
-    std::memcpy(v.data(), gguf_get_arr_data(gguf_.get(), id), sizeof(v));
-    return v;
+    const std::vector<float> v = gguf_.floats(name);
+    if (!gguf_.has(name)) throw Error(where() + ": missing metadata key " + std::string(name));
+    if (v.size() != 3) throw Error(where() + ": metadata key " + std::string(name) + " is not an array of 3 f32");
+    return {v[0], v[1], v[2]};
   }
 
-  bool has_tensor(const std::string& name) const { return gguf_find_tensor(gguf_.get(), name.c_str()) >= 0; }
+  bool has_tensor(const std::string& name) const { return gguf_.find_tensor(name) != nullptr; }
   std::vector<int64_t> tensor_shape(const std::string& name) const {
-    const int64_t id = gguf_find_tensor(gguf_.get(), name.c_str());
-    if (id < 0) throw Error(where() + ": missing tensor " + name);
-    const int64_t* ne = gguf_get_tensor_ne(gguf_.get(), id);
-    std::vector<int64_t> shape(ne, ne + GGML_MAX_DIMS);
-    while (shape.size() > 1 && shape.back() == 1) shape.pop_back();
-    return shape;
+    const io::GgufTensorInfo* t = gguf_.find_tensor(name);
+    if (!t) throw Error(where() + ": missing tensor " + name);
+    return t->ne;
   }
 
   // Declares tensor `name` with the expected ggml shape. Vectors and embeddings (as_f32) are stored as
   // F32 whatever the file holds (F32/F16/BF16); matrices keep the file's type.
   ggml_tensor* add(WeightBuilder& builder, const std::string& name, std::initializer_list<int64_t> ne, bool as_f32) {
-    const int64_t id = gguf_find_tensor(gguf_.get(), name.c_str());
-    if (id < 0) throw Error(where() + ": missing tensor " + name);
-    std::vector<int64_t> expected(ne);
-    while (expected.size() > 1 && expected.back() == 1) expected.pop_back();
-    if (tensor_shape(name) != expected) {
-      throw Error(where() + ": tensor " + name + " has shape " + shape_string(tensor_shape(name)) + ", expected " +
-                  shape_string(expected));
-    }
-    const ggml_type type = gguf_get_tensor_type(gguf_.get(), id);
+    const io::GgufTensorInfo& info = gguf_.tensor(name, std::vector<int64_t>(ne));
+    const auto type = static_cast<ggml_type>(info.type);
     const bool float_type = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
     if (as_f32 && !float_type) {
       throw Error(where() + ": tensor " + name + " has type " + ggml_type_name(type) + ", expected F32, F16 or BF16");
@@ -107,12 +64,8 @@ class MmprojReader {
       throw Error(where() + ": tensor " + name + " has unsupported type " + ggml_type_name(type));
     }
     const ggml_type dst_type = as_f32 ? GGML_TYPE_F32 : type;
-    const size_t offset = gguf_get_data_offset(gguf_.get()) + gguf_get_tensor_offset(gguf_.get(), id);
-    const size_t file_bytes = gguf_get_tensor_size(gguf_.get(), id);
-    if (offset > file_size_ || file_bytes > file_size_ - offset) {  // the GGUF parser does not check this without data
-      throw Error(where() + ": tensor " + name + " (" + std::to_string(file_bytes) + " bytes at " + std::to_string(offset) +
-                  ") lies beyond the end of the " + std::to_string(file_size_) + "-byte file (truncated?)");
-    }
+    const size_t offset = info.offset;       // inside the file: GgufFile checked every tensor's extent
+    const size_t file_bytes = info.bytes;
     return builder.add(name, dst_type, ne, [this, name, type, dst_type, offset, file_bytes](void* dst, size_t bytes) {
       std::vector<uint8_t> raw;
       void* target = dst;
@@ -132,10 +85,8 @@ class MmprojReader {
   }
 
  private:
-  std::filesystem::path path_;
-  GgufPtr gguf_;
+  io::GgufFile gguf_;
   FilePtr file_;
-  uint64_t file_size_ = 0;
 };
 
 }  // namespace
@@ -146,7 +97,7 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
   const std::string arch = r.str("general.architecture");
   if (arch != "clip") throw Error(r.where() + ": general.architecture is \"" + arch + "\", expected \"clip\"");
   if (!r.boolean("clip.has_vision_encoder", true)) throw Error(r.where() + ": the file has no vision encoder");
-  const std::string projector = r.key("clip.projector_type", false) >= 0 ? r.str("clip.projector_type") : "mlp";
+  const std::string projector = r.has("clip.projector_type") ? r.str("clip.projector_type") : "mlp";
   if (projector != "mlp") {
     throw Error(r.where() + ": projector type \"" + projector + "\" is not supported (LLaVA-1.5 `mlp` only)");
   }
@@ -382,6 +333,131 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   std::error_code ec;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
   if (!gguf_write_to_file(g, path.c_str(), false)) throw Error("write_test_mmproj: cannot write " + path.string());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Random Qwen2.5-VL mmproj files
+
+Qwen25VlMmprojShape qwen25vl_mmproj_shape(std::string_view name) {
+  if (name == "qwen2.5-vl-3b") return {};
+  if (name == "qwen2.5-vl") {
+    Qwen25VlMmprojShape s;
+    s.n_layer = 4;
+    s.n_embd = 64;
+    s.n_ff = 128;
+    s.n_head = 4;
+    s.n_wa_pattern = 2;  // blocks 0, 2 windowed, 1, 3 global
+    s.proj_out = 64;
+    return s;
+  }
+  throw Error("unknown Qwen2.5-VL mmproj shape \"" + std::string(name) + "\" (qwen2.5-vl | qwen2.5-vl-3b)");
+}
+
+namespace {
+
+void write_qwen25vl(const std::filesystem::path& path, const Qwen25VlMmprojShape& s, uint64_t seed,
+                    WeightType weight_type, bool header_only) {
+  const auto describe = [&] {
+    return "write_test_mmproj_qwen25vl: invalid shape (blocks " + std::to_string(s.n_layer) + ", width " +
+           std::to_string(s.n_embd) + ", ff " + std::to_string(s.n_ff) + ", heads " + std::to_string(s.n_head) +
+           ", n_wa_pattern " + std::to_string(s.n_wa_pattern) + ", patch " + std::to_string(s.patch_size) +
+           ", image " + std::to_string(s.image_size) + ", proj_out " + std::to_string(s.proj_out) + ")";
+  };
+  if (s.n_layer < 1 || s.n_embd < 1 || s.n_ff < 1 || s.n_head < 1 || s.n_embd % s.n_head != 0 ||
+      (s.n_embd / s.n_head) % 4 != 0 || s.n_ff == s.n_embd || s.n_wa_pattern < 1 || s.patch_size < 1 ||
+      s.image_size < 1 || s.proj_out < 1) {
+    throw Error(describe() + ": needs positive sizes, a head width divisible by 4, and n_ff != width");
+  }
+  const int64_t D = s.n_embd, F = s.n_ff, P = s.patch_size, M = 4 * D, O = s.proj_out;
+  const ggml_type wtype = weight_type == WeightType::F16    ? GGML_TYPE_F16
+                          : weight_type == WeightType::BF16 ? GGML_TYPE_BF16
+                          : weight_type == WeightType::Q8_0 ? GGML_TYPE_Q8_0
+                                                            : GGML_TYPE_F32;
+  // The converter's rules: the patch embedding is F16 in an F16 file and F32 otherwise; a matrix whose rows
+  // do not split into the quantisation's blocks falls back to F16 (3420-wide ffn_down in a Q8_0 file).
+  const ggml_type patch_type = wtype == GGML_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
+  const auto matrix_type = [&](int64_t row) {
+    return ggml_is_quantized(wtype) && row % ggml_blck_size(wtype) != 0 ? GGML_TYPE_F16 : wtype;
+  };
+
+  std::vector<io::GeneratedTensor> t;
+  // Weights ~ 1/sqrt(fan_in) keep activations O(1) through the blocks; q/k larger so that attention is peaked.
+  const auto matrix = [&](std::string name, int64_t in, int64_t out, float gain = 1.0f) {
+    t.push_back({std::move(name), matrix_type(in), {in, out, 1, 1}, 0.0f, gain / std::sqrt(static_cast<float>(in))});
+  };
+  const auto vec = [&](std::string name, int64_t n, float mean, float stddev) {
+    t.push_back({std::move(name), GGML_TYPE_F32, {n, 1, 1, 1}, mean, stddev});
+  };
+  // Conv3D (D, 3, 2, P, P) split into its two temporal halves [P, P, 3, D]; a still image is fed to both.
+  const float patch_std = 1.0f / std::sqrt(static_cast<float>(2 * 3 * P * P));
+  t.push_back({"v.patch_embd.weight", patch_type, {P, P, 3, D}, 0.0f, patch_std});
+  t.push_back({"v.patch_embd.weight.1", patch_type, {P, P, 3, D}, 0.0f, patch_std});
+  for (int il = 0; il < s.n_layer; ++il) {
+    const std::string p = "v.blk." + std::to_string(il) + ".";
+    vec(p + "ln1.weight", D, 1.0f, 0.1f);
+    matrix(p + "attn_q.weight", D, D, 2.0f);
+    vec(p + "attn_q.bias", D, 0.0f, 0.1f);
+    matrix(p + "attn_k.weight", D, D, 2.0f);
+    vec(p + "attn_k.bias", D, 0.0f, 0.1f);
+    matrix(p + "attn_v.weight", D, D);
+    vec(p + "attn_v.bias", D, 0.0f, 0.1f);
+    matrix(p + "attn_out.weight", D, D);
+    vec(p + "attn_out.bias", D, 0.0f, 0.1f);
+    vec(p + "ln2.weight", D, 1.0f, 0.1f);
+    matrix(p + "ffn_gate.weight", D, F);
+    vec(p + "ffn_gate.bias", F, 0.0f, 0.1f);
+    matrix(p + "ffn_up.weight", D, F);
+    vec(p + "ffn_up.bias", F, 0.0f, 0.1f);
+    matrix(p + "ffn_down.weight", F, D);
+    vec(p + "ffn_down.bias", D, 0.0f, 0.1f);
+  }
+  vec("v.post_ln.weight", D, 1.0f, 0.1f);  // the merger's ln_q
+  matrix("mm.0.weight", M, M);
+  vec("mm.0.bias", M, 0.0f, 0.1f);
+  matrix("mm.2.weight", M, O);
+  vec("mm.2.bias", O, 0.0f, 0.1f);
+
+  GgufPtr gguf(gguf_init_empty());
+  gguf_context* g = gguf.get();
+  // In the order MmprojModel.set_gguf_parameters and Qwen2VLVisionModel.set_gguf_parameters write them.
+  gguf_set_val_str(g, "general.architecture", "clip");
+  gguf_set_val_str(g, "general.type", "mmproj");
+  gguf_set_val_str(g, "general.name", "vtprune random Qwen2.5-VL mmproj");
+  // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32
+  gguf_set_val_u32(g, "general.file_type", wtype == GGML_TYPE_F16    ? 1
+                                           : wtype == GGML_TYPE_Q8_0 ? 7
+                                           : wtype == GGML_TYPE_BF16 ? 32
+                                                                     : 0);
+  gguf_set_val_bool(g, "clip.has_vision_encoder", true);
+  gguf_set_val_u32(g, "clip.vision.projection_dim", static_cast<uint32_t>(s.proj_out));
+  gguf_set_val_u32(g, "clip.vision.image_size", static_cast<uint32_t>(s.image_size));
+  gguf_set_val_u32(g, "clip.vision.patch_size", static_cast<uint32_t>(s.patch_size));
+  gguf_set_val_u32(g, "clip.vision.embedding_length", static_cast<uint32_t>(s.n_embd));
+  gguf_set_val_u32(g, "clip.vision.feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  gguf_set_val_u32(g, "clip.vision.block_count", static_cast<uint32_t>(s.n_layer));
+  gguf_set_val_u32(g, "clip.vision.attention.head_count", static_cast<uint32_t>(s.n_head));
+  const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+  const float stddev[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+  gguf_set_arr_data(g, "clip.vision.image_mean", GGUF_TYPE_FLOAT32, mean, 3);
+  gguf_set_arr_data(g, "clip.vision.image_std", GGUF_TYPE_FLOAT32, stddev, 3);
+  gguf_set_val_str(g, "clip.projector_type", "qwen2.5vl_merger");
+  gguf_set_val_bool(g, "clip.use_silu", true);
+  gguf_set_val_u32(g, "clip.vision.n_wa_pattern", static_cast<uint32_t>(s.n_wa_pattern));
+  gguf_set_val_f32(g, "clip.vision.attention.layer_norm_epsilon", 1e-6f);
+  gguf_set_val_u32(g, "general.quantization_version", GGML_QNT_VERSION);
+  io::write_generated_gguf(g, t, path, seed, header_only);
+}
+
+}  // namespace
+
+void write_test_mmproj_qwen25vl(const std::filesystem::path& path, const Qwen25VlMmprojShape& shape, uint64_t seed,
+                                WeightType weight_type) {
+  write_qwen25vl(path, shape, seed, weight_type, /*header_only=*/false);
+}
+
+void write_test_mmproj_qwen25vl_header(const std::filesystem::path& path, const Qwen25VlMmprojShape& shape,
+                                       WeightType weight_type) {
+  write_qwen25vl(path, shape, /*seed=*/0, weight_type, /*header_only=*/true);
 }
 
 }  // namespace vtprune::vision

@@ -238,6 +238,7 @@ EncoderOutput EncoderResult::view() const {
   if (!features.empty()) out.features = MatrixView{features, n, dim};
   out.cls_features = cls_features;
   if (!projected.empty()) out.projected = MatrixView{projected, n, projected_dim};
+  if (projected_features) out.projected = out.features;
   for (const auto& t : taps) {
     LayerTap tap;
     tap.layer = t.layer;

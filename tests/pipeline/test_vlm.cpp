@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "test_pair.h"
 #include "test_support.h"
 #include "vtprune/pipeline.h"
 
@@ -32,23 +33,13 @@ TEST(SplitBudget, ProportionalLargestRemainder) {
 class TinyVlm : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(test::temp_dir("tiny-vlm"));
     std::string log;
-    ASSERT_EQ(test::run_command(test::vtprune_binary().string() + " make-test-model --shape tiny --out " + dir_->string(), &log), 0) << log;
-    VlmParams p;
-    p.llm_path = (*dir_ / "llm.gguf").string();
-    p.mmproj_path = (*dir_ / "mmproj.gguf").string();
-    p.threads = 1;  // the suite runs in parallel with others on a 2-core machine
-    p.n_ctx = 2048;
-    vlm_ = new Vlm(p);
-    std::ifstream in(*dir_ / "image.png", std::ios::binary);
-    image_ = new std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), {});
+    pair_ = test::TestPair::make("tiny", &log);
+    ASSERT_NE(pair_, nullptr) << log;
+    vlm_ = pair_->vlm.get();
+    image_ = &pair_->image;
   }
-  static void TearDownTestSuite() {
-    delete vlm_;
-    delete image_;
-    delete dir_;
-  }
+  static void TearDownTestSuite() { pair_.reset(); }
   static Request request(const std::string& method, Budget budget, int n_images = 1) {
     Request r;
     for (int i = 0; i < n_images; ++i) r.images.push_back(*image_);
@@ -58,7 +49,7 @@ class TinyVlm : public ::testing::Test {
     r.sampling.max_tokens = 4;
     return r;
   }
-  static inline fs::path* dir_ = nullptr;
+  static inline std::unique_ptr<test::TestPair> pair_;
   static inline Vlm* vlm_ = nullptr;
   static inline std::vector<uint8_t>* image_ = nullptr;
 };
@@ -68,6 +59,7 @@ TEST_F(TinyVlm, EveryMethodRunsEndToEnd) {
     SCOPED_TRACE(m.name);
     Request req = request(m.name, m.budget_use == BudgetUse::Ignored ? Budget::all() : Budget::tokens(64));
     if (m.name == "prumerge" || m.name == "prumerge_plus") req.options = {"layer=-2"};  // the mmproj stores 23 of 24 layers
+    if (m.name == "cdpruner") req.options = {"relevance=llm"};  // the official relevance needs a CLIP text tower
     const Result r = vlm_->run(req);
     EXPECT_EQ(r.tokens_in, 576);
     if (m.budget_use == BudgetUse::Exact) {

@@ -48,6 +48,11 @@ struct SyntheticEncoder {
       if (has_cls) tap.cls_query = vec(dim, 1.0f);  // proxy logits ~ N(0, 1): a realistic outlier share
       out.taps.push_back(tap);
     }
+    // prompt-side inputs (CDPruner): CLIP-like image / text embeddings (C = 8, two 77-token segments) and three
+    // LLM prompt-token embeddings in the projected space
+    out.image_embeds = {vec(n * 8, 1.0f), n, 8};
+    out.text_embeds = {vec(2 * 8, 1.0f), 2, 8};
+    out.prompt_embeddings = {vec(3 * pdim, 1.0f), 3, pdim};
   }
   SyntheticEncoder(const SyntheticEncoder&) = delete;
 };

@@ -19,7 +19,7 @@ void expect_error(const std::function<void()>& f, const std::string& fragment) {
 
 TEST(Errors, BudgetOutOfRange) {
   test::SyntheticEncoder enc({7, 7}, 8, 1);
-  for (const char* m : {"hiprune", "fastervlm", "divprune", "pool", "random", "visionzip", "prumerge", "dfmr", "none"}) {
+  for (const char* m : {"hiprune", "fastervlm", "divprune", "cdpruner", "pool", "random", "visionzip", "prumerge", "dfmr", "none"}) {
     expect_error([&] { make_reducer(m)->reduce(enc.out, Budget::tokens(50)); }, "budget 50 is out of range");
     expect_error([&] { make_reducer(m)->reduce(enc.out, Budget::tokens(0)); }, "out of range");
   }
@@ -99,6 +99,57 @@ TEST(Errors, ImpossibleMethodSettings) {
   expect_error([&] { make_reducer("dfmr", {"thresholds=0.5"})->reduce(enc.out, Budget::all()); },
                "thresholds needs one value per factor");
   expect_error([&] { make_reducer("prumerge")->reduce(enc.out, Budget::tokens(1)); }, "no room beside the summary token");
+}
+
+TEST(Errors, CdPrunerPromptInputs) {
+  test::SyntheticEncoder enc({7, 7}, 8, 1);
+  EncoderOutput o = enc.out;
+  o.image_embeds = {};
+  expect_error([&] { make_reducer("cdpruner")->reduce(o, Budget::tokens(10)); },
+               "cdpruner: needs image_embeds (CLIP visual_projection(post_layernorm(patch features))), none given");
+  o = enc.out;
+  o.text_embeds = {};
+  expect_error([&] { make_reducer("cdpruner")->reduce(o, Budget::tokens(10)); },
+               "cdpruner: needs text_embeds (CLIP text tower embeddings of the prompt), none given");
+  o = enc.out;
+  o.prompt_embeddings = {};
+  expect_error([&] { make_reducer("cdpruner", {"relevance=llm"})->reduce(o, Budget::tokens(10)); },
+               "cdpruner: needs prompt_embeddings (the LLM's token embeddings of the prompt), none given");
+  o = enc.out;
+  o.projected = {};
+  expect_error([&] { make_reducer("cdpruner", {"relevance=none"})->reduce(o, Budget::tokens(10)); },
+               "post-projector embeddings");
+  // relevance=llm compares with the projected tokens: the pre-projector space cannot be used
+  expect_error([&] { make_reducer("cdpruner", {"relevance=llm", "space=features"})->reduce(enc.out, Budget::tokens(10)); },
+               "needs space=projected");
+  expect_error([] { make_reducer("cdpruner", {"relevance=text"}); }, "relevance=text expects one of clip|llm|none");
+}
+
+TEST(Errors, CdPrunerShapesAndValues) {
+  test::SyntheticEncoder enc({7, 7}, 8, 1);
+  EncoderOutput o = enc.out;
+  o.image_embeds.rows = 48;
+  expect_error([&] { make_reducer("cdpruner")->reduce(o, Budget::tokens(10)); }, "image_embeds view [48 x 8]");
+  o = enc.out;
+  std::vector<float> wide(3 * 9, 0.5f);
+  o.text_embeds = {wide, 3, 9};
+  expect_error([&] { make_reducer("cdpruner")->reduce(o, Budget::tokens(10)); },
+               "image_embeds [49 x 8] and text_embeds [3 x 9] differ in width");
+  o = enc.out;
+  std::vector<float> prompt(2 * 5, 0.5f);
+  o.prompt_embeddings = {prompt, 2, 5};
+  expect_error([&] { make_reducer("cdpruner", {"relevance=llm"})->reduce(o, Budget::tokens(10)); },
+               "prompt_embeddings [2 x 5] and projected embeddings [49 x 16] differ in width");
+  o = enc.out;
+  std::vector<float> text(enc.out.text_embeds.data.begin(), enc.out.text_embeds.data.end());
+  text[9] = std::numeric_limits<float>::quiet_NaN();
+  o.text_embeds.data = text;
+  expect_error([&] { make_reducer("cdpruner")->reduce(o, Budget::tokens(10)); }, "text_embeds contains NaN or Inf at index 9");
+  o = enc.out;
+  std::vector<float> proj(enc.out.projected.data.begin(), enc.out.projected.data.end());
+  proj[20] = std::numeric_limits<float>::infinity();
+  o.projected.data = proj;
+  expect_error([&] { make_reducer("cdpruner")->reduce(o, Budget::tokens(10)); }, "projected embeddings contains NaN or Inf at index 20");
 }
 
 }  // namespace

@@ -54,6 +54,35 @@ TEST(Golden, HiPruneMatchesOfficialCode) {
   }
 }
 
+TEST(Golden, HiPruneQwen25VlMatchesOfficialCode) {
+  // HiPrune's Qwen2.5-VL path: sum-over-queries scores, 2x2 merge units, `deep -= mask` registers that can
+  // collapse onto buffer tokens (fewer kept than the budget: n_kept is the real count).
+  FOR_EACH_GOLDEN("hiprune_qwen25vl") {
+    SCOPED_TRACE(dir.string());
+    const auto c = io::Case::load(dir);
+    ASSERT_NE(c.family(), nullptr);
+    const Reduction r = run_case(c);
+    EXPECT_EQ(r.kept, ints(c.expected()["kept"]));
+    EXPECT_EQ(static_cast<int64_t>(r.kept.size()), c.expected()["n_kept"].get<int64_t>());
+    EXPECT_EQ(r.stats.at("duplicates_collapsed"), c.expected()["duplicates_collapsed"].get<double>());
+    EXPECT_EQ(r.stats.at("anchors"), c.params()["n_anchors"].get<double>());
+    EXPECT_EQ(c.budget().resolve(c.encoder_output().num_patches()), c.params()["visual_token_num"].get<int64_t>());
+    // the per-token scores are the official ones (to their 7 printed digits)
+    const auto& enc = c.encoder_output();
+    const auto expected_obj = c.expected()["scores_obj"].get<std::vector<double>>();
+    const LayerTap& obj = enc.tap(15, "test");
+    ASSERT_EQ(obj.received.size(), expected_obj.size());
+    for (size_t i = 0; i < expected_obj.size(); ++i) {
+      EXPECT_NEAR(obj.received[i] * static_cast<double>(enc.queries()), expected_obj[i], 2e-6 * std::abs(expected_obj[i]) + 1e-6);
+    }
+    // registers=strict keeps the whole budget
+    auto strict_options = c.options();
+    strict_options.push_back("registers=strict");
+    const Reduction strict = make_reducer("hiprune", strict_options)->reduce(enc, c.budget());
+    EXPECT_EQ(static_cast<int64_t>(strict.kept.size()), c.params()["visual_token_num"].get<int64_t>());
+  }
+}
+
 TEST(Golden, FasterVlmMatchesOfficialCode) {
   FOR_EACH_GOLDEN("fastervlm") {
     SCOPED_TRACE(dir.string());
@@ -116,6 +145,22 @@ TEST(Golden, VisionZipMetricFromKeysEqualsOfficialMetric) {
         ASSERT_NEAR(s / static_cast<float>(heads), metric->data[static_cast<size_t>(i * hd + d)], 1e-6);
       }
     }
+  }
+}
+
+TEST(Golden, CdPrunerMatchesOfficialCode) {
+  FOR_EACH_GOLDEN("cdpruner") {
+    SCOPED_TRACE(dir.string());
+    const auto c = io::Case::load(dir);
+    const Reduction r = run_case(c);
+    EXPECT_EQ(r.selection_order, ints(c.expected()["selection_order"]));  // the greedy order
+    EXPECT_EQ(r.kept, ints(c.expected()["kept"]));                       // ascending (boolean mask)
+    EXPECT_EQ(r.kept, ints(c.expected()["kept_sorted"]));
+    // relevance: the oracle's float32 values printed to 7 digits; ours differ by float32 rounding of the cosines
+    // divided by the relevance range (observed <= 2.1e-7)
+    const auto relevance = c.expected()["relevance"].get<std::vector<double>>();
+    ASSERT_EQ(r.relevance.size(), relevance.size());
+    for (size_t i = 0; i < relevance.size(); ++i) EXPECT_NEAR(r.relevance[i], relevance[i], 1e-6) << "patch " << i;
   }
 }
 

@@ -19,7 +19,7 @@ TEST(Registry, ListsEveryMethodOnce) {
   std::vector<std::string> names;
   for (const auto& m : methods()) names.push_back(m.name);
   EXPECT_EQ(names, (std::vector<std::string>{"hiprune", "prumerge", "prumerge_plus", "dfmr", "visionzip", "fastervlm",
-                                             "divprune", "pool", "random", "none"}));
+                                             "divprune", "cdpruner", "pool", "random", "none"}));
   for (const auto& n : names) EXPECT_NE(make_reducer(n), nullptr);
 }
 
@@ -71,7 +71,8 @@ TEST(Budget, ParsesCountsRatiosPercentAll) {
   EXPECT_EQ(Budget::parse("0.25").resolve(576), 144);
   EXPECT_EQ(Budget::parse("25%").resolve(576), 144);
   EXPECT_EQ(Budget::parse("all").resolve(576), 576);
-  EXPECT_EQ(Budget::parse("0.0001").resolve(576), 1);  // at least one token
+  EXPECT_THROW(Budget::parse("0.0001").resolve(576), Error);  // rounds to no token: an error, not a silent 1
+  EXPECT_EQ(Budget::parse("0.0009").resolve(576), 1);  // 0.518 rounds to 1
   EXPECT_EQ(Budget::parse("1").resolve(1), 1);
   EXPECT_THROW(Budget::parse("0"), Error);
   EXPECT_THROW(Budget::parse("-3"), Error);

@@ -1,8 +1,11 @@
 // Property tests: every method on random valid inputs, grids 7x7 .. 27x27 and 16x24, every budget 1..N.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
+#include <string>
 
 #include "synthetic.h"
 
@@ -16,7 +19,7 @@ struct GridCase {
 class MethodProperties : public ::testing::TestWithParam<std::tuple<std::string, GridCase>> {};
 
 bool raster_order(const std::string& m) {
-  return m == "hiprune" || m == "fastervlm" || m == "divprune" || m == "random" || m == "pool" || m == "none" || m == "dfmr";
+  return m == "hiprune" || m == "fastervlm" || m == "divprune" || m == "cdpruner" || m == "random" || m == "pool" || m == "none" || m == "dfmr";
 }
 
 TEST_P(MethodProperties, ValidDeterministicAndWithinBudget) {
@@ -79,7 +82,7 @@ TEST(MethodBehaviour, AdaptiveMethodsRunWithoutBudget) {
 INSTANTIATE_TEST_SUITE_P(
     AllMethods, MethodProperties,
     ::testing::Combine(::testing::Values("hiprune", "prumerge", "prumerge_plus", "dfmr", "visionzip", "fastervlm",
-                                         "divprune", "pool", "random", "none"),
+                                         "divprune", "cdpruner", "pool", "random", "none"),
                        ::testing::Values(GridCase{7, 7}, GridCase{14, 14}, GridCase{24, 24}, GridCase{27, 27},
                                          GridCase{16, 24})),
     [](const auto& test_info) {
@@ -164,6 +167,151 @@ TEST(MethodBehaviour, VisionZipSplitFollowsTheOfficialRatio) {
     EXPECT_EQ(r.stats.at("dominant"), dominant);
     EXPECT_EQ(r.kept[0], 0);  // CLS first
     EXPECT_EQ(r.roles[0], TokenRole::Cls);
+  }
+}
+
+// ---- CDPruner ------------------------------------------------------------------------------------
+
+std::vector<double> unit_row(const MatrixView& m, int64_t i) {
+  auto row = m.row(i);
+  double norm = 0;
+  for (float v : row) norm += double{v} * v;
+  norm = std::sqrt(norm);
+  std::vector<double> u(row.begin(), row.end());
+  for (double& v : u) v /= norm;
+  return u;
+}
+
+double cosine(const MatrixView& a, int64_t i, const MatrixView& b, int64_t j) {
+  const auto u = unit_row(a, i), v = unit_row(b, j);
+  double s = 0;
+  for (size_t k = 0; k < u.size(); ++k) s += u[k] * v[k];
+  return s;
+}
+
+// log det of a small symmetric positive definite matrix (Cholesky, double); -inf when not positive definite
+double log_det(std::vector<double> a, size_t n) {
+  double ld = 0;
+  for (size_t j = 0; j < n; ++j) {
+    double d = a[j * n + j];
+    for (size_t k = 0; k < j; ++k) d -= a[j * n + k] * a[j * n + k];
+    if (!(d > 0)) return -std::numeric_limits<double>::infinity();
+    const double l = std::sqrt(d);
+    a[j * n + j] = l;
+    ld += 2 * std::log(l);
+    for (size_t i = j + 1; i < n; ++i) {
+      double v = a[i * n + j];
+      for (size_t k = 0; k < j; ++k) v -= a[i * n + k] * a[j * n + k];
+      a[i * n + j] = v / l;
+    }
+  }
+  return ld;
+}
+
+TEST(MethodBehaviour, CdPrunerIsTheGreedyDeterminantMaximiser) {
+  // The fast Cholesky-style updates must pick, at every step, the token that maximises det(L[S + j]) (the
+  // definition of greedy MAP inference), with L = diag(r) S diag(r) built here in double from the inputs.
+  test::SyntheticEncoder enc({7, 7}, 16, 21);
+  const MatrixView& x = enc.out.projected;  // 49 x 32: full rank up to 32 picks
+  const int64_t n = x.rows, budget = 20;
+  for (const char* mode : {"clip", "llm", "none"}) {
+    SCOPED_TRACE(mode);
+    std::vector<double> raw(static_cast<size_t>(n), 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::string(mode) == "clip") {
+        for (int64_t m = 0; m < enc.out.text_embeds.rows; ++m) raw[i] -= cosine(enc.out.image_embeds, i, enc.out.text_embeds, m);
+        raw[i] /= static_cast<double>(enc.out.text_embeds.rows);
+      } else if (std::string(mode) == "llm") {
+        for (int64_t p = 0; p < enc.out.prompt_embeddings.rows; ++p) raw[i] += cosine(x, i, enc.out.prompt_embeddings, p);
+        raw[i] /= static_cast<double>(enc.out.prompt_embeddings.rows);
+      }
+    }
+    std::vector<double> r(static_cast<size_t>(n), 1.0);
+    if (std::string(mode) != "none") {
+      const auto [lo, hi] = std::minmax_element(raw.begin(), raw.end());
+      for (int64_t i = 0; i < n; ++i) r[i] = (raw[i] - *lo + 1e-6) / (*hi - *lo);
+    }
+    const Reduction red = make_reducer("cdpruner", {std::string("relevance=") + mode})->reduce(enc.out, Budget::tokens(budget));
+    if (std::string(mode) == "none") {
+      EXPECT_TRUE(red.relevance.empty());
+    } else {
+      ASSERT_EQ(red.relevance.size(), static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(red.relevance[i], r[i], 1e-5);  // float32 cosines vs double
+    }
+    std::vector<int32_t> chosen;
+    for (int64_t step = 0; step < budget; ++step) {
+      int32_t best = -1;
+      double best_ld = -std::numeric_limits<double>::infinity();
+      for (int32_t j = 0; j < n; ++j) {
+        if (std::find(chosen.begin(), chosen.end(), j) != chosen.end()) continue;
+        auto set = chosen;
+        set.push_back(j);
+        std::vector<double> sub(set.size() * set.size());
+        for (size_t a = 0; a < set.size(); ++a) {
+          for (size_t b = 0; b < set.size(); ++b) {
+            const double cos = a == b ? 1.0 : cosine(x, set[a], x, set[b]);  // a unit vector with itself: 1 exactly
+            sub[a * set.size() + b] = r[set[a]] * cos * r[set[b]];
+          }
+        }
+        const double ld = log_det(sub, set.size());
+        if (ld > best_ld) best_ld = ld, best = j;
+      }
+      chosen.push_back(best);
+    }
+    EXPECT_EQ(red.selection_order, chosen);
+    if (std::string(mode) == "none") {
+      EXPECT_EQ(red.selection_order[0], 0);  // every L_jj = 1: the first index
+    }
+    EXPECT_EQ(red.stats.count("rank_exhausted_at"), 0u);
+  }
+}
+
+TEST(MethodBehaviour, CdPrunerRelevanceSignsFollowTheCode) {
+  // The first pick maximises L_jj = r_j^2: the most relevant token. CLIP relevance is the NEGATED cosine (the
+  // official code's sign), so a text embedding opposite to patch 17's image embedding makes patch 17 the most
+  // relevant; LLM relevance is the plain cosine, so a prompt embedding equal to patch 30's projection picks it.
+  test::SyntheticEncoder enc({7, 7}, 16, 3);
+  EncoderOutput o = enc.out;
+  std::vector<float> text(enc.out.image_embeds.row(17).begin(), enc.out.image_embeds.row(17).end());
+  for (float& v : text) v = -v;
+  o.text_embeds = {text, 1, enc.out.image_embeds.cols};
+  EXPECT_EQ(make_reducer("cdpruner")->reduce(o, Budget::tokens(5)).selection_order[0], 17);
+  std::vector<float> prompt(enc.out.projected.row(30).begin(), enc.out.projected.row(30).end());
+  o.prompt_embeddings = {prompt, 1, enc.out.projected.cols};
+  const Reduction llm = make_reducer("cdpruner", {"relevance=llm"})->reduce(o, Budget::tokens(5));
+  EXPECT_EQ(llm.selection_order[0], 30);
+  EXPECT_EQ(*std::max_element(llm.relevance.begin(), llm.relevance.end()), llm.relevance[30]);
+  // relevance=none is the DPP on the similarity alone: it does not read the prompt
+  EncoderOutput bare = enc.out;
+  bare.image_embeds = bare.text_embeds = bare.prompt_embeddings = {};
+  EXPECT_EQ(make_reducer("cdpruner", {"relevance=none"})->reduce(bare, Budget::tokens(9)).kept.size(), 9u);
+}
+
+TEST(MethodBehaviour, CdPrunerRankExhaustionFallsBackToRelevance) {
+  // D = 4 < budget: after 4 picks every other token lies in their span (the official loop would divide by the
+  // square root of rounding noise). The guard records the step and takes the rest by relevance, descending.
+  test::SyntheticEncoder enc({7, 7}, 16, 8);
+  std::vector<float> narrow(static_cast<size_t>(49 * 4));
+  for (int64_t i = 0; i < 49; ++i) {
+    for (int k = 0; k < 4; ++k) narrow[static_cast<size_t>(i * 4 + k)] = enc.out.projected.row(i)[static_cast<size_t>(k)];
+  }
+  EncoderOutput o = enc.out;
+  o.projected = {narrow, 49, 4};
+  o.prompt_embeddings = {};
+  const Reduction r = make_reducer("cdpruner")->reduce(o, Budget::tokens(12));
+  ASSERT_EQ(r.stats.count("rank_exhausted_at"), 1u);
+  EXPECT_EQ(r.stats.at("rank_exhausted_at"), 4);
+  ASSERT_EQ(r.selection_order.size(), 12u);
+  for (size_t i = 5; i < 12; ++i) {  // the fallback picks come in descending relevance
+    EXPECT_GE(r.relevance[r.selection_order[i - 1]], r.relevance[r.selection_order[i]]);
+  }
+  for (size_t i = 4; i < 12; ++i) {  // and each is the most relevant token not yet chosen
+    for (int32_t j = 0; j < 49; ++j) {
+      if (std::find(r.selection_order.begin(), r.selection_order.begin() + static_cast<long>(i), j) ==
+          r.selection_order.begin() + static_cast<long>(i)) {
+        EXPECT_LE(r.relevance[j], r.relevance[r.selection_order[i]]);
+      }
+    }
   }
 }
 

@@ -6,12 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <regex>
 #include <sstream>
 #include <thread>
 
+#include "gguf.h"
 #include "vtprune/llm.h"
 #include "vtprune/vision.h"
 
@@ -49,6 +51,33 @@ const TinyModel& tiny_model() {
     return TinyModel{dir / "llm.gguf", dir / "mmproj.gguf"};
   }();
   return model;
+}
+
+std::filesystem::path poisoned_mmproj() {
+  static const fs::path path = [] {
+    const fs::path out = temp_dir("poisoned") / "mmproj.gguf";
+    fs::copy_file(tiny_model().mmproj, out);
+    gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
+    gguf_context* ctx = gguf_init_from_file(out.c_str(), params);
+    EXPECT_NE(ctx, nullptr);
+    const int64_t id = gguf_find_tensor(ctx, "v.patch_embd.weight");
+    EXPECT_GE(id, 0);
+    const size_t offset = gguf_get_data_offset(ctx) + gguf_get_tensor_offset(ctx, id);
+    const size_t bytes = gguf_get_tensor_size(ctx, id);
+    const ggml_type type = gguf_get_tensor_type(ctx, id);
+    gguf_free(ctx);
+    std::vector<uint8_t> nan(bytes);
+    if (type == GGML_TYPE_F32) {
+      for (size_t i = 0; i + 4 <= bytes; i += 4) std::memcpy(&nan[i], "\x00\x00\xc0\x7f", 4);
+    } else {  // F16 (and BF16: 0x7fc0 is a NaN there too)
+      for (size_t i = 0; i + 2 <= bytes; i += 2) std::memcpy(&nan[i], type == GGML_TYPE_F16 ? "\x00\x7e" : "\xc0\x7f", 2);
+    }
+    std::fstream file(out, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(offset));
+    file.write(reinterpret_cast<const char*>(nan.data()), static_cast<std::streamsize>(nan.size()));
+    return out;
+  }();
+  return path;
 }
 
 namespace {
@@ -140,11 +169,13 @@ json chat_body(const json& parts, const json& extra) {
 
 // ---- ServerProcess ------------------------------------------------------------------------------------
 
-ServerProcess::ServerProcess(const std::vector<std::string>& extra_args) {
+ServerProcess::ServerProcess(const std::vector<std::string>& extra_args, const std::filesystem::path& llm,
+                             const std::filesystem::path& mmproj) {
   const TinyModel& model = tiny_model();
   log_path_ = temp_dir("server-log") / "serve.log";
-  std::vector<std::string> args = {vtprune_binary().string(), "serve", "-m", model.llm.string(), "--mmproj",
-                                   model.mmproj.string(), "--host", "127.0.0.1", "--port", "0", "-t", "1"};
+  std::vector<std::string> args = {vtprune_binary().string(), "serve", "-m", (llm.empty() ? model.llm : llm).string(),
+                                   "--mmproj", (mmproj.empty() ? model.mmproj : mmproj).string(), "--host", "127.0.0.1",
+                                   "--port", "0", "-t", "1"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());

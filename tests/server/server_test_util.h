@@ -23,6 +23,9 @@ struct TinyModel {
   std::filesystem::path llm, mmproj;
 };
 const TinyModel& tiny_model();
+// A copy of the tiny mmproj whose patch embedding is NaN: every feature and attention score comes out NaN (an
+// encoder fault, for the 500 paths).
+std::filesystem::path poisoned_mmproj();
 
 // Encoded images for requests.
 std::vector<uint8_t> png_image(int width, int height, uint32_t seed = 1);
@@ -39,10 +42,12 @@ json image_part(const std::string& url);
 // {"model": "tiny", "messages": [{"role": "user", "content": parts}]} merged with `extra`.
 json chat_body(const json& parts, const json& extra = json::object());
 
-// `vtprune serve` on 127.0.0.1 and a port the OS picked (--port 0), stdout/stderr in a log file.
+// `vtprune serve` on 127.0.0.1 and a port the OS picked (--port 0), stdout/stderr in a log file; the tiny model
+// unless other files are given.
 class ServerProcess {
  public:
-  explicit ServerProcess(const std::vector<std::string>& extra_args);
+  explicit ServerProcess(const std::vector<std::string>& extra_args, const std::filesystem::path& llm = {},
+                         const std::filesystem::path& mmproj = {});
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;

@@ -91,7 +91,8 @@ TEST_F(ServerHttp, HealthModelsAndUnknownRoutes) {
   const json m = json::parse(models->body);
   EXPECT_EQ(m["object"], "list");
   ASSERT_EQ(m["data"].size(), 1u);
-  EXPECT_EQ(m["data"][0]["id"], "llm");
+  EXPECT_EQ(m["data"][0]["id"], "llm.gguf") << "the model file's name, as llama-server lists it";
+  EXPECT_EQ(m["data"][0]["vtprune"]["files"]["mmproj"], "mmproj.gguf");
   EXPECT_EQ(m["data"][0]["object"], "model");
   EXPECT_EQ(m["data"][0]["vtprune"]["visual_tokens_per_image"], 576);
 
@@ -111,7 +112,7 @@ TEST_F(ServerHttp, ChatCompletionWithReduction) {
   EXPECT_TRUE(r["id"].get<std::string>().starts_with("chatcmpl-"));
   EXPECT_EQ(r["object"], "chat.completion");
   EXPECT_TRUE(r["created"].is_number_integer());
-  EXPECT_EQ(r["model"], "llm");
+  EXPECT_EQ(r["model"], "llm.gguf");
   ASSERT_EQ(r["choices"].size(), 1u);
   const json& choice = r["choices"][0];
   EXPECT_EQ(choice["index"], 0);
@@ -225,14 +226,30 @@ TEST_F(ServerHttp, MalformedRequestsAre4xxInOpenAiShape) {
   expect_error(chat_body(image, {{"vtprune", {{"method", "hiprune"}, {"budget", 1000}}}}).dump(), 400, "budget_out_of_range");
   expect_error(chat_body(image, {{"temperature", 9}}).dump(), 400, "invalid_value");
   expect_error(chat_body(image, {{"max_tokens", 513}}).dump(), 400, "invalid_value");
-  const json system = {{"messages", {{{"role", "system"}, {"content", "x"}}, {{"role", "user"}, {"content", "y"}}}}};
-  expect_error(system.dump(), 400, "unsupported_role");
+  const json tool = {{"messages", {{{"role", "user"}, {"content", "x"}}, {{"role", "tool"}, {"content", "y"}}}}};
+  expect_error(tool.dump(), 400, "unsupported_role");
+  const json answer_with_image = {{"messages", {{{"role", "user"}, {"content", "x"}},
+                                                {{"role", "assistant"}, {"content", json::array({image_part(png)})}},
+                                                {{"role", "user"}, {"content", "y"}}}}};
+  EXPECT_EQ(expect_error(answer_with_image.dump(), 400, "invalid_image_position")["param"], "messages[1].content[0]");
+  // hiprune with alpha=5 keeps 64 anchors and their buffers: more than a budget of 64 (a request fault, found while
+  // the method runs, after the encoder's output was checked)
+  expect_error(chat_body(image, {{"vtprune", {{"method", "hiprune"}, {"budget", 64}, {"options", {{"alpha", 5}}}}}}).dump(),
+               400, "invalid_request");
+  expect_error(chat_body(image, {{"stop", {"a", "b", "c", "d", "e"}}}).dump(), 400, "invalid_value");
+  expect_error(chat_body(image, {{"n", 3}}).dump(), 400, "invalid_value");
+  expect_error(chat_body(image, {{"reasoning_effort", "high"}}).dump(), 400, "unsupported_parameter");
   // the context is 2048: 576 visual tokens plus ~3000 words of text cannot fit
   std::string essay;
   for (int i = 0; i < 3000; ++i) essay += "word ";
   const json long_prompt = expect_error(chat_body(json::array({image_part(png), text_part(essay)})).dump(), 400,
                                         "context_length_exceeded");
-  EXPECT_EQ(long_prompt["param"], "messages");
+  EXPECT_EQ(long_prompt["param"], "messages[0].content");
+  // in a later turn: that turn's message is named
+  const json long_turn = {{"messages", {{{"role", "user"}, {"content", json::array({image_part(png), text_part("q")})}},
+                                        {{"role", "assistant"}, {"content", "a"}},
+                                        {{"role", "user"}, {"content", essay}}}}};
+  EXPECT_EQ(expect_error(long_turn.dump(), 400, "context_length_exceeded")["param"], "messages[2].content");
   // a valid PNG header over a corrupt body passes the checks before the queue; the decoder refuses it
   std::vector<uint8_t> corrupt = png_image(64, 64);
   for (size_t i = 40; i < corrupt.size(); ++i) corrupt[i] ^= 0x5A;
@@ -269,6 +286,124 @@ TEST_F(ServerHttp, MetricsCountRequestsTokensAndLatency) {
   EXPECT_LT(visual_kept, visual_in);
   ASSERT_TRUE(std::regex_search(text, m, std::regex(R"(vtprune_ttft_seconds_count (\d+))")));
   EXPECT_GE(std::stol(m[1]), 1);
+}
+
+// A three-turn conversation with a system prompt and an image in the first turn, as chat UIs send it (the whole
+// history every time): later turns take the image from the cache and the prompt from their slot's KV cache.
+TEST_F(ServerHttp, ConversationReusesTheImageAndTheKvPrefix) {
+  const std::string png = data_uri(png_image(80, 60, 11));
+  json messages = {{{"role", "system"}, {"content", "You are a careful assistant."}},
+                   {{"role", "user"}, {"content", json::array({image_part(png), text_part("What is in the image?")})}}};
+  const auto turn = [&](const json& msgs) {
+    const auto res = post(json{{"model", "llm.gguf"}, {"messages", msgs}, {"max_tokens", 6},
+                               {"vtprune", {{"method", "fastervlm"}, {"budget", 48}}}});
+    EXPECT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+    return json::parse(res->body);
+  };
+  const json r1 = turn(messages);
+  EXPECT_FALSE(r1["vtprune"]["images"][0]["cached"].get<bool>());
+  const int prompt1 = r1["usage"]["prompt_tokens"];
+  messages.push_back({{"role", "assistant"}, {"content", r1["choices"][0]["message"]["content"]}});
+  messages.push_back({{"role", "user"}, {"content", "What colour is it?"}});
+  const json r2 = turn(messages);
+  EXPECT_TRUE(r2["vtprune"]["images"][0]["cached"].get<bool>()) << "the image was encoded again";
+  EXPECT_EQ(r2["vtprune"]["timings"]["encode_ms"].get<double>(), 0.0);
+  EXPECT_EQ(r2["usage"]["visual_tokens_kept"], 48);
+  const int cached2 = r2["usage"]["prompt_tokens_details"]["cached_tokens"];
+  EXPECT_GE(cached2, prompt1 - 1) << "turn 1's prompt, its image included, stays in the slot's KV cache";
+  EXPECT_LT(cached2, r2["usage"]["prompt_tokens"].get<int>());
+  messages.push_back({{"role", "assistant"}, {"content", r2["choices"][0]["message"]["content"]}});
+  messages.push_back({{"role", "user"}, {"content", "Are you sure?"}});
+  const json r3 = turn(messages);
+  EXPECT_GE(r3["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), r2["usage"]["prompt_tokens"].get<int>() - 1);
+  const auto metrics = server_->client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(metrics->body, m, std::regex(R"(vtprune_image_cache_hits_total (\d+))")));
+  EXPECT_GE(std::stol(m[1]), 2);
+  ASSERT_TRUE(std::regex_search(metrics->body, m, std::regex(R"(vtprune_prompt_tokens_cached_total (\d+))")));
+  EXPECT_GE(std::stol(m[1]), cached2);
+}
+
+// A stop string ends the answer before it, in one response and in a stream alike.
+TEST_F(ServerHttp, StopStringsEndTheAnswer) {
+  json body = chat_body("Tell me a long story.", {{"max_tokens", 24}});
+  const auto free = post(body);
+  ASSERT_TRUE(free);
+  ASSERT_EQ(free->status, 200) << free->body;
+  const std::string answer = json::parse(free->body)["choices"][0]["message"]["content"];
+  // two whole characters from the middle of the answer (not U+FFFD, which stands for bytes the model produced that
+  // are not UTF-8 and so never occurs in the raw text)
+  std::vector<size_t> starts;  // character boundaries
+  for (size_t i = 0; i < answer.size(); ++i) {
+    if ((static_cast<unsigned char>(answer[i]) & 0xC0) != 0x80) starts.push_back(i);
+  }
+  starts.push_back(answer.size());
+  std::string stop;
+  for (size_t c = starts.size() / 2; c + 2 < starts.size() && stop.empty(); ++c) {
+    const std::string candidate = answer.substr(starts[c], starts[c + 2] - starts[c]);
+    if (candidate.find("\xEF\xBF\xBD") == std::string::npos) stop = candidate;
+  }
+  if (stop.empty()) GTEST_SKIP() << "the random model's answer has no two plain characters: " << answer;
+  body["stop"] = {stop, "\x01never"};
+  const auto cut = post(body);
+  ASSERT_TRUE(cut);
+  ASSERT_EQ(cut->status, 200) << cut->body;
+  const json r = json::parse(cut->body);
+  EXPECT_EQ(r["choices"][0]["message"]["content"], answer.substr(0, answer.find(stop)));
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
+  body["stream"] = true;
+  const auto streamed = post(body);
+  ASSERT_TRUE(streamed);
+  std::string content;
+  for (const auto& event : sse_events(streamed->body)) {
+    if (event == "[DONE]") continue;
+    const json chunk = json::parse(event);
+    if (!chunk["choices"].empty() && chunk["choices"][0]["delta"].contains("content")) {
+      content += chunk["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(content, answer.substr(0, answer.find(stop)));
+}
+
+TEST_F(ServerHttp, LogprobsPenaltiesAndSeed) {
+  const auto res = post(chat_body("Hello there.", {{"max_completion_tokens", 5}, {"logprobs", true}, {"top_logprobs", 2},
+                                                   {"frequency_penalty", 1.0}, {"presence_penalty", 0.5}, {"seed", 9}}));
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json r = json::parse(res->body);
+  const json& content = r["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), r["usage"]["completion_tokens"].get<size_t>());
+  std::string text;
+  for (const json& t : content) {
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    EXPECT_EQ(t["top_logprobs"].size(), 2u);
+    EXPECT_EQ(t["bytes"].size(), t["token"].get<std::string>().size());
+    text += t["token"].get<std::string>();
+  }
+  EXPECT_EQ(text, r["choices"][0]["message"]["content"]);
+  EXPECT_TRUE(json::parse(post(chat_body("Hi.", {{"max_tokens", 2}}))->body)["choices"][0]["logprobs"].is_null());
+}
+
+// An encoder that produces NaN is the server's fault: 500 server_error, never a 400 (the defect issue 13 names).
+TEST(ServerFaultCodes, NonFiniteEncoderOutputIsA500) {
+  ServerProcess server({"--parallel", "1"}, {}, poisoned_mmproj());
+  const json body = chat_body(json::array({image_part(data_uri(png_image(64, 64))), text_part("What is it?")}),
+                              {{"max_tokens", 2}, {"vtprune", {{"method", "hiprune"}, {"budget", 32}}}});
+  auto res = server.client().Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 500) << res->body;
+  const json e = json::parse(res->body)["error"];
+  EXPECT_EQ(e["type"], "server_error");
+  EXPECT_NE(e["message"].get<std::string>().find("NaN"), std::string::npos) << e.dump();
+  // what the request gets wrong is still a 400 on the same server
+  const json bad_budget = chat_body(json::array({image_part(data_uri(png_image(64, 64)))}),
+                                    {{"vtprune", {{"method", "hiprune"}, {"budget", 0.0001}}}});
+  res = server.client().Post("/v1/chat/completions", bad_budget.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_EQ(server.stop(SIGTERM), 0) << server.log();
 }
 
 // --parallel 1 --queue 1: one request runs, one waits, the next is turned away with 503 + Retry-After.

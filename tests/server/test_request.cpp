@@ -6,6 +6,7 @@
 #include "server/base64.h"
 #include "server/image_probe.h"
 #include "server_test_util.h"
+#include "vtprune/embedding_cache.h"
 #include "vtprune/server.h"
 
 namespace vtprune::test {
@@ -23,6 +24,7 @@ RequestPolicy llava_policy() {
   policy.encoder.heads = 16;
   policy.encoder.num_layers = 24;
   policy.encoder.feature_layer = 22;
+  policy.prompt = family::Prompt::Llava15;
   return policy;
 }
 
@@ -55,7 +57,11 @@ TEST(ServerRequest, TextAndImagesBecomeMarkersInOrder) {
   const ChatRequest r = parse(chat_body(json::array({image_part(data_uri(png)), text_part("What is left?"),
                                                      image_part(data_uri(jpg, "image/jpeg")), text_part("And right?"),
                                                      image_part(data_uri(bmp, "image/bmp"))})));
-  EXPECT_EQ(r.pipeline.prompt, "<image>\nWhat is left?\n<image>\nAnd right?\n<image>");
+  ASSERT_EQ(r.pipeline.messages.size(), 1u);
+  EXPECT_EQ(r.pipeline.messages[0].role, "user");
+  EXPECT_EQ(r.pipeline.messages[0].content, "<image>\nWhat is left?\n<image>\nAnd right?\n<image>");
+  EXPECT_EQ(r.pipeline.image_digests.size(), 3u);
+  EXPECT_EQ(r.pipeline.image_digests[0], pipeline::digest(png));
   ASSERT_EQ(r.pipeline.images.size(), 3u);
   EXPECT_EQ(r.pipeline.images[0], png);
   EXPECT_EQ(r.pipeline.images[1], jpg);
@@ -70,7 +76,7 @@ TEST(ServerRequest, StringContentAndSampling) {
   const ChatRequest r = parse(chat_body("Hello", {{"max_tokens", 7}, {"temperature", 0.5}, {"top_p", 0.9}, {"seed", 42},
                                                   {"stream", true}, {"stream_options", {{"include_usage", true}}},
                                                   {"n", 1}, {"stop", nullptr}, {"presence_penalty", 0}}));
-  EXPECT_EQ(r.pipeline.prompt, "Hello");
+  EXPECT_EQ(r.pipeline.messages.at(0).content, "Hello");
   EXPECT_TRUE(r.pipeline.images.empty());
   EXPECT_EQ(r.pipeline.sampling.max_tokens, 7);
   EXPECT_FLOAT_EQ(r.pipeline.sampling.temperature, 0.5f);
@@ -122,12 +128,44 @@ TEST(ServerRequest, MessagesShape) {
   EXPECT_EQ(rejection(json{{"messages", json::array()}}).param(), "messages");
   EXPECT_EQ(rejection(json{{"messages", "hi"}}).code(), "invalid_type");
   const json user = {{"role", "user"}, {"content", "hi"}};
-  const ApiError system = rejection(json{{"messages", {{{"role", "system"}, {"content", "be brief"}}, user}}});
-  EXPECT_EQ(system.code(), "unsupported_role");
-  EXPECT_EQ(system.param(), "messages[0].role");
-  EXPECT_EQ(rejection(json{{"messages", {user, {{"role", "assistant"}, {"content", "x"}}, user}}}).code(), "unsupported_role");
-  EXPECT_EQ(rejection(json{{"messages", {user, user}}}).code(), "unsupported_role");
+  const json assistant = {{"role", "assistant"}, {"content", "hello"}};
+  // conversations: a system prompt, earlier turns, developer as OpenAI's newer name for system
+  ChatRequest r = parse(json{{"messages", {{{"role", "system"}, {"content", "be brief"}}, user, assistant, user}}});
+  ASSERT_EQ(r.pipeline.messages.size(), 4u);
+  EXPECT_EQ(r.pipeline.messages[0].role, "system");
+  EXPECT_EQ(r.pipeline.messages[2].content, "hello");
+  EXPECT_EQ(r.message_digests.size(), 4u);
+  EXPECT_EQ(r.message_digests[1], r.message_digests[3]) << "the same message, the same digest";
+  EXPECT_NE(r.message_digests[1], r.message_digests[2]);
+  EXPECT_EQ(parse(json{{"messages", {{{"role", "developer"}, {"content", "x"}}, user}}}).pipeline.messages[0].role, "developer");
+  // typed text parts in system and assistant messages; null content parts of assistant messages (refusal) too
+  r = parse(json{{"messages", {{{"role", "system"}, {"content", json::array({text_part("a"), text_part("b")})}}, user,
+                               {{"role", "assistant"}, {"content", json::array({{{"type", "refusal"}, {"refusal", "no"}}})}}, user}}});
+  EXPECT_EQ(r.pipeline.messages[0].content, "a\nb");
+  EXPECT_EQ(r.pipeline.messages[2].content, "no");
+  // what LLaVA-1.5's template cannot say, named by message
+  const ApiError two_users = rejection(json{{"messages", {user, user}}});
+  EXPECT_EQ(two_users.code(), "unsupported_conversation");
+  EXPECT_EQ(two_users.param(), "messages[1].role");
+  EXPECT_EQ(rejection(json{{"messages", {user, {{"role", "system"}, {"content", "late"}}, user}}}).param(), "messages[1].role");
+  EXPECT_EQ(rejection(json{{"messages", {assistant, user}}}).param(), "messages[0].role");
+  // other families' templates take any order (the file's template decides)
+  RequestPolicy qwen = llava_policy();
+  qwen.prompt = family::Prompt::FileTemplate;
+  EXPECT_EQ(parse(json{{"messages", {user, user}}}, qwen).pipeline.messages.size(), 2u);
+  // every family: the last message is the user's, roles are known, tools are not supported
+  const ApiError last = rejection(json{{"messages", {user, assistant}}});
+  EXPECT_EQ(last.param(), "messages[1].role");
+  EXPECT_EQ(rejection(json{{"messages", {user, assistant}}}, qwen).param(), "messages[1].role");
   EXPECT_EQ(rejection(json{{"messages", {{{"role", "wizard"}, {"content", "x"}}}}}).code(), "invalid_value");
+  EXPECT_EQ(rejection(json{{"messages", {user, {{"role", "tool"}, {"content", "x"}, {"tool_call_id", "1"}}, user}}}).code(),
+            "unsupported_role");
+  const json with_calls = {{"role", "assistant"}, {"content", "x"}, {"tool_calls", json::array({{{"id", "1"}}})}};
+  const ApiError calls = rejection(json{{"messages", {user, with_calls, user}}});
+  EXPECT_EQ(calls.code(), "unsupported_parameter");
+  EXPECT_EQ(calls.param(), "messages[1].tool_calls");
+  const json named = {{"role", "user"}, {"content", "x"}, {"name", "ann"}};
+  EXPECT_EQ(parse(json{{"messages", json::array({named})}}).pipeline.messages.size(), 1u);
   EXPECT_EQ(rejection(json{{"messages", {{{"role", "user"}}}}}).code(), "missing_field");
   EXPECT_EQ(rejection(chat_body(42)).code(), "invalid_type");
   EXPECT_EQ(rejection(chat_body(json::array({{{"type", "audio"}}}))).code(), "unsupported_content_part");
@@ -135,6 +173,95 @@ TEST(ServerRequest, MessagesShape) {
   const ApiError marker = rejection(chat_body(json::array({text_part("look: <image>")})));
   EXPECT_EQ(marker.param(), "messages[0].content[0].text");
   EXPECT_EQ(rejection(chat_body("<image> what?")).code(), "invalid_value");
+  EXPECT_EQ(rejection(chat_body("<__media__> what?")).code(), "invalid_value");
+  EXPECT_EQ(rejection(json{{"messages", {{{"role", "system"}, {"content", "<image>"}}, user}}}).param(), "messages[0].content");
+}
+
+// Images may come in any user turn; they count together against the limit and the budget; a system or assistant
+// message cannot carry one.
+TEST(ServerRequest, ImagesAcrossTurns) {
+  const json first = {{"role", "user"}, {"content", json::array({image_part(kPng), text_part("What is it?")})}};
+  const json answer = {{"role", "assistant"}, {"content", "A gradient."}};
+  const json second = {{"role", "user"}, {"content", json::array({text_part("And this?"), image_part(kPng)})}};
+  const ChatRequest r = parse(json{{"messages", {first, answer, second}}});
+  ASSERT_EQ(r.pipeline.images.size(), 2u);
+  EXPECT_EQ(r.pipeline.messages[0].content, "<image>\nWhat is it?");
+  EXPECT_EQ(r.pipeline.messages[2].content, "And this?\n<image>");
+  EXPECT_EQ(r.pipeline.image_names[1], "messages[2].content[1].image_url");
+  RequestPolicy two = llava_policy();
+  two.limits.max_images = 2;
+  const ApiError many = rejection(json{{"messages", {first, answer, second, answer, second}}}, two);
+  EXPECT_EQ(many.code(), "too_many_images");
+  EXPECT_EQ(many.param(), "messages[4].content[1].image_url");
+  const json image_answer = {{"role", "assistant"}, {"content", json::array({image_part(kPng)})}};
+  const ApiError in_answer = rejection(json{{"messages", {first, image_answer, second}}});
+  EXPECT_EQ(in_answer.code(), "invalid_image_position");
+  EXPECT_EQ(in_answer.param(), "messages[1].content[0]");
+  const json image_system = {{"role", "system"}, {"content", json::array({text_part("x"), image_part(kPng)})}};
+  EXPECT_EQ(rejection(json{{"messages", {image_system, first}}}).param(), "messages[0].content[1]");
+  // a total budget is checked against every image of the conversation
+  const json ext = {{"method", "fastervlm"}, {"budget", 1}, {"scope", "total"}};
+  EXPECT_EQ(rejection(json{{"messages", {first, answer, second}}, {"vtprune", ext}}).code(), "budget_out_of_range");
+}
+
+TEST(ServerRequest, StopPenaltiesLogprobsAndBias) {
+  ChatRequest r = parse(chat_body("hi", {{"stop", "\n"}, {"frequency_penalty", 0.5}, {"presence_penalty", -1},
+                                         {"logprobs", true}, {"top_logprobs", 3}, {"logit_bias", {{"42", -100}, {"7", 2.5}}}}));
+  EXPECT_EQ(r.pipeline.sampling.stop, std::vector<std::string>{"\n"});
+  EXPECT_FLOAT_EQ(r.pipeline.sampling.frequency_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(r.pipeline.sampling.presence_penalty, -1.0f);
+  EXPECT_TRUE(r.logprobs);
+  EXPECT_EQ(r.pipeline.sampling.top_logprobs, 3);
+  ASSERT_EQ(r.pipeline.sampling.logit_bias.size(), 2u);
+  r = parse(chat_body("hi", {{"stop", {"a", "bb", "ccc", "dddd"}}, {"logprobs", true}}));
+  EXPECT_EQ(r.pipeline.sampling.stop.size(), 4u);
+  EXPECT_EQ(r.pipeline.sampling.top_logprobs, 0);
+  EXPECT_EQ(parse(chat_body("hi", {{"logprobs", false}})).pipeline.sampling.top_logprobs, -1);
+  const auto bad = [](const json& extra) { return rejection(chat_body("hi", extra)); };
+  EXPECT_EQ(bad({{"stop", {"a", "b", "c", "d", "e"}}}).param(), "stop");
+  EXPECT_EQ(bad({{"stop", ""}}).param(), "stop");
+  EXPECT_EQ(bad({{"stop", {"a", ""}}}).param(), "stop[1]");
+  EXPECT_EQ(bad({{"stop", {"a", 3}}}).param(), "stop[1]");
+  EXPECT_EQ(bad({{"frequency_penalty", 2.5}}).param(), "frequency_penalty");
+  EXPECT_EQ(bad({{"presence_penalty", "x"}}).code(), "invalid_type");
+  EXPECT_EQ(bad({{"top_logprobs", 2}}).param(), "top_logprobs");  // needs logprobs: true
+  EXPECT_EQ(bad({{"logprobs", true}, {"top_logprobs", 21}}).param(), "top_logprobs");
+  EXPECT_EQ(bad({{"logit_bias", {{"x", 1}}}}).param(), "logit_bias.x");
+  EXPECT_EQ(bad({{"logit_bias", {{"5", 101}}}}).param(), "logit_bias.5");
+  const ApiError n = bad({{"n", 2}});
+  EXPECT_EQ(n.param(), "n");
+  EXPECT_NE(std::string(n.what()).find("must be 1"), std::string::npos);
+}
+
+// Every field is implemented, accepted and ignored (listed in the README), or refused naming it.
+TEST(ServerRequest, OpenAiFieldsAcceptedOrRefusedConsistently) {
+  const json ignored = {{"model", "anything"}, {"user", "u-1"}, {"store", false}, {"metadata", {{"k", "v"}}},
+                        {"service_tier", "auto"}, {"parallel_tool_calls", true}, {"prompt_cache_key", "k"},
+                        {"safety_identifier", "s"}, {"tools", json::array()}, {"tool_choice", "none"},
+                        {"response_format", {{"type", "text"}}}, {"modalities", {"text"}},
+                        {"stream_options", {{"include_usage", false}, {"include_obfuscation", true}}}};
+  EXPECT_EQ(parse(chat_body("hi", ignored)).pipeline.messages.size(), 1u);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{
+           {"tools", json::array({{{"type", "function"}}})},
+           {"tool_choice", "required"},
+           {"functions", json::array({{{"name", "f"}}})},
+           {"response_format", {{"type", "json_object"}}},
+           {"audio", {{"voice", "alloy"}}},
+           {"modalities", {"text", "audio"}},
+           {"prediction", {{"type", "content"}, {"content", "x"}}},
+           {"reasoning_effort", "low"},
+           {"web_search_options", json::object()},
+           {"verbosity", "low"},
+           {"top_k", 40},
+           {"made_up", 1}}) {
+    SCOPED_TRACE(key);
+    const ApiError e = rejection(chat_body("hi", {{key, value}}));
+    EXPECT_EQ(e.code(), "unsupported_parameter");
+    EXPECT_EQ(e.param(), key);
+  }
+  // null means "not set" for every field
+  EXPECT_EQ(parse(chat_body("hi", {{"audio", nullptr}, {"top_k", nullptr}})).pipeline.messages.size(), 1u);
+  EXPECT_EQ(rejection(chat_body("hi", {{"model", 3}})).param(), "model");
 }
 
 TEST(ServerRequest, ImageUrls) {
@@ -209,9 +336,8 @@ TEST(ServerRequest, SamplingRanges) {
   EXPECT_EQ(code({{"seed", 1ll << 40}}).param(), "seed");
   EXPECT_EQ(code({{"stream", "yes"}}).param(), "stream");
   EXPECT_EQ(code({{"n", 2}}).param(), "n");
-  EXPECT_EQ(code({{"stop", "\n"}}).code(), "unsupported_parameter");
   EXPECT_EQ(code({{"tools", json::array({{{"type", "function"}}})}}).code(), "unsupported_parameter");
-  EXPECT_EQ(code({{"logprobs", true}}).code(), "unsupported_parameter");
+  EXPECT_EQ(code({{"logprobs", "yes"}}).code(), "invalid_type");
 }
 
 TEST(ServerRequest, MethodsOptionsAndBudgets) {

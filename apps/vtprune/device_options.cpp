@@ -1,0 +1,24 @@
+// Flags shared by the commands that load a VLM pair: encoder choice, GPU offload, libmtmd's image limits.
+#include "commands.h"
+#include "vtprune/pipeline.h"
+
+namespace vtprune::cli {
+
+void add_device_options(CLI::App& cmd, pipeline::VlmParams& vlm) {
+  cmd.add_option("--encoder", vlm.encoder,
+                 "which encoder serves the mmproj: auto (the family's: vtprune's graph for LLaVA-1.5, libmtmd for the "
+                 "others), own or mtmd")
+      ->check(CLI::IsMember({"auto", "own", "mtmd"}))
+      ->capture_default_str();
+  cmd.add_option("--n-gpu-layers", vlm.n_gpu_layers,
+                 "LLM layers on the GPU (-ngl; -1 = all) when llama.cpp was built with a GPU backend (VTPRUNE_GPU)")
+      ->capture_default_str();
+  cmd.add_flag("--mmproj-offload", vlm.vision_gpu,
+               "run libmtmd's encoder on the GPU backend (families served by libmtmd; off: the CPU)");
+  cmd.add_option("--image-min-tokens", vlm.image_min_tokens,
+                 "dynamic-resolution families (Qwen2.5-VL): at least this many image tokens (llama.cpp's flag)");
+  cmd.add_option("--image-max-tokens", vlm.image_max_tokens,
+                 "dynamic-resolution families: at most this many image tokens (llama.cpp's flag)");
+}
+
+}  // namespace vtprune::cli

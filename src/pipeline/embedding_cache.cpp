@@ -1,0 +1,198 @@
+#include "vtprune/embedding_cache.h"
+
+#include <array>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+
+namespace vtprune::pipeline {
+
+// ---- SHA-256 (FIPS 180-4) -------------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::array<uint32_t, 64> kRound = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
+    0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
+    0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+    0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
+    0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+constexpr uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+void compress(std::array<uint32_t, 8>& h, const uint8_t* block) {
+  std::array<uint32_t, 64> w{};
+  for (int i = 0; i < 16; ++i) {
+    w[static_cast<size_t>(i)] = (uint32_t{block[4 * i]} << 24) | (uint32_t{block[4 * i + 1]} << 16) |
+                                (uint32_t{block[4 * i + 2]} << 8) | uint32_t{block[4 * i + 3]};
+  }
+  for (size_t i = 16; i < 64; ++i) {
+    const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+    const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+  }
+  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+  for (size_t i = 0; i < 64; ++i) {
+    const uint32_t t1 = k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kRound[i] + w[i];
+    const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    k = g;
+    g = f;
+    f = e;
+    e = d + t1;
+    d = c;
+    c = b;
+    b = a;
+    a = t1 + t2;
+  }
+  h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+}
+
+}  // namespace
+
+std::string digest(std::span<const uint8_t> bytes) {
+  std::array<uint32_t, 8> h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  size_t at = 0;
+  for (; at + 64 <= bytes.size(); at += 64) compress(h, bytes.data() + at);
+  // the tail, 0x80, zeros and the length in bits (big-endian) in one or two last blocks
+  std::array<uint8_t, 128> tail{};
+  const size_t rest = bytes.size() - at;
+  if (rest > 0) std::memcpy(tail.data(), bytes.data() + at, rest);
+  tail[rest] = 0x80;
+  const size_t blocks = rest + 1 + 8 <= 64 ? 1 : 2;
+  const uint64_t bits = static_cast<uint64_t>(bytes.size()) * 8;
+  for (int i = 0; i < 8; ++i) tail[blocks * 64 - 1 - static_cast<size_t>(i)] = static_cast<uint8_t>(bits >> (8 * i));
+  for (size_t b = 0; b < blocks; ++b) compress(h, tail.data() + 64 * b);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (uint32_t v : h) {
+    for (int shift = 28; shift >= 0; shift -= 4) out.push_back(kHex[(v >> shift) & 0xF]);
+  }
+  return out;
+}
+
+// ---- the cache ------------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view kCountPrefix = "count:";
+
+struct Node {
+  std::string key;
+  std::shared_ptr<const EmbeddingCache::Entry> entry;  // null for a count
+  int64_t count = 0;
+  int64_t bytes = 0;
+};
+
+}  // namespace
+
+struct EmbeddingCache::Impl {
+  int64_t max_bytes = 0;
+  mutable std::mutex mutex;
+  std::list<Node> lru;  // front: most recently used
+  std::unordered_map<std::string, std::list<Node>::iterator> index;
+  Stats stats;
+
+  // Under the mutex.
+  Node* touch(const std::string& key) {
+    const auto it = index.find(key);
+    if (it == index.end()) return nullptr;
+    lru.splice(lru.begin(), lru, it->second);
+    return &*it->second;
+  }
+  void put(Node node) {
+    if (node.bytes > max_bytes) return;  // would evict everything and still not fit
+    if (const auto it = index.find(node.key); it != index.end()) {
+      stats.bytes -= it->second->bytes;
+      lru.erase(it->second);
+      index.erase(it);
+    }
+    stats.bytes += node.bytes;
+    lru.push_front(std::move(node));
+    index[lru.front().key] = lru.begin();
+    ++stats.insertions;
+    while (stats.bytes > max_bytes && !lru.empty()) {
+      stats.bytes -= lru.back().bytes;
+      index.erase(lru.back().key);
+      lru.pop_back();
+      ++stats.evictions;
+    }
+  }
+};
+
+EmbeddingCache::EmbeddingCache(int64_t max_bytes) : impl_(std::make_unique<Impl>()) {
+  if (max_bytes < 0) throw Error("embedding cache: the size bound must be >= 0 bytes, not " + std::to_string(max_bytes));
+  impl_->max_bytes = max_bytes;
+  impl_->stats.max_bytes = max_bytes;
+}
+
+EmbeddingCache::~EmbeddingCache() = default;
+
+int64_t EmbeddingCache::entry_bytes(const std::string& key, const Entry& entry) {
+  const llm::Chunk& c = entry.chunk;
+  const Reduction& r = entry.report.reduction;
+  int64_t bytes = kOverheadBytes + 2 * static_cast<int64_t>(key.size()) + static_cast<int64_t>(c.key.size());
+  bytes += static_cast<int64_t>(sizeof(float) * c.embeddings.size() + sizeof(int32_t) * (c.grid_y.size() + c.grid_x.size()));
+  bytes += static_cast<int64_t>(sizeof(int32_t) * (r.kept.size() + r.selection_order.size()) + r.roles.size() +
+                                sizeof(float) * (r.tokens.size() + r.relevance.size()));
+  for (const auto& group : r.groups) bytes += static_cast<int64_t>(sizeof(std::vector<int32_t>) + sizeof(int32_t) * group.size());
+  for (const auto& [name, value] : r.stats) bytes += static_cast<int64_t>(name.size() + sizeof(value) + 32);
+  return bytes;
+}
+
+std::shared_ptr<const EmbeddingCache::Entry> EmbeddingCache::find(const std::string& key) {
+  std::lock_guard lock(impl_->mutex);
+  Node* node = impl_->touch(key);
+  if (node == nullptr || node->entry == nullptr) {
+    ++impl_->stats.misses;
+    return nullptr;
+  }
+  ++impl_->stats.hits;
+  return node->entry;
+}
+
+void EmbeddingCache::insert(const std::string& key, Entry entry) {
+  if (impl_->max_bytes == 0) return;
+  Node node;
+  node.key = key;
+  node.bytes = entry_bytes(key, entry);
+  node.entry = std::make_shared<const Entry>(std::move(entry));
+  std::lock_guard lock(impl_->mutex);
+  impl_->put(std::move(node));
+}
+
+std::optional<int64_t> EmbeddingCache::find_count(const std::string& key) {
+  std::lock_guard lock(impl_->mutex);
+  const Node* node = impl_->touch(std::string(kCountPrefix) + key);
+  if (node == nullptr) return std::nullopt;
+  return node->count;
+}
+
+void EmbeddingCache::insert_count(const std::string& key, int64_t value) {
+  if (impl_->max_bytes == 0) return;
+  Node node;
+  node.key = std::string(kCountPrefix) + key;
+  node.count = value;
+  node.bytes = kOverheadBytes + 2 * static_cast<int64_t>(node.key.size());
+  std::lock_guard lock(impl_->mutex);
+  impl_->put(std::move(node));
+}
+
+EmbeddingCache::Stats EmbeddingCache::stats() const {
+  std::lock_guard lock(impl_->mutex);
+  Stats s = impl_->stats;
+  s.entries = static_cast<int64_t>(impl_->lru.size());
+  return s;
+}
+
+std::vector<std::string> EmbeddingCache::keys() const {
+  std::lock_guard lock(impl_->mutex);
+  std::vector<std::string> out;
+  for (const Node& node : impl_->lru) out.push_back(node.key);
+  return out;
+}
+
+}  // namespace vtprune::pipeline
