@@ -44,6 +44,9 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_option("-m,--model", a->params.llm_path, "LLM GGUF")->required();
   cmd->add_option("--mmproj", a->params.mmproj_path, "mmproj GGUF (LLaVA-1.5 CLIP or Qwen2.5-VL vision tower + projector)")
       ->required();
+  cmd->add_option("--clip-text", a->params.clip_text_path, "Hugging Face CLIP folder for CDPruner's relevance=clip (see run --help)");
+  cmd->add_option("--n-gpu-layers", a->params.n_gpu_layers, "LLM layers on the GPU / RPC servers (-ngl)")->capture_default_str();
+  cmd->add_option("--rpc", a->params.rpc_servers, "ggml RPC servers host:port (comma-separated), as run --rpc")->delimiter(',');
   cmd->add_option("--image", a->params.image_path, "image file")->required();
   cmd->add_option("-p,--prompt", a->params.prompt, "question")->capture_default_str();
   cmd->add_option("--methods", a->methods, "comma-separated methods, each optionally with options: prumerge:layer=-2 (none is always added: speed-ups are relative to it)")

@@ -80,6 +80,7 @@ void add_eval(CLI::App& app, Action& action) {
       ->required();
   vqa->add_option("-m,--model", vq->config.llm, "LLM GGUF")->required();
   vqa->add_option("--mmproj", vq->config.mmproj, "mmproj GGUF (vision tower + projector)")->required();
+  vqa->add_option("--clip-text", vq->config.clip_text, "Hugging Face CLIP folder for CDPruner's relevance=clip (see run --help)");
   vqa->add_option("--methods", vq->methods, "comma-separated methods (none always runs: the retention reference)")
       ->capture_default_str();
   vqa->add_option("--budgets", vq->budgets, "comma-separated budgets: counts, ratios or N%")->capture_default_str();

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "vtprune/llm.h"
+#include "vtprune/text.h"
 #include "vtprune/vision.h"
 
 namespace vtprune::cli {
@@ -96,10 +97,15 @@ void add_make_test_model(CLI::App& app, Action& action) {
         vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
         if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);
         vision::save_png(dir / "image.png", test_scene(vshape.image_size, vshape.image_size));
+        // A small random CLIP text tower whose image side takes this tower's features: CDPruner's official
+        // relevance (--clip-text DIR/clip) runs on the pair.
+        const text::RandomClipShape clip{.context = 77, .vision_width = vshape.n_embd};
+        text::write_clip_checkpoint(dir / "clip", text::random_clip_tensors(clip, a->seed), clip);
       }
-      std::printf("wrote %s/{%smmproj.gguf, image.png} (%s, LLM %s, mmproj %s%s)\n", a->out.c_str(),
-                  a->mmproj_only ? "" : "llm.gguf, ", a->shape.c_str(), a->type.c_str(), a->mmproj_type.c_str(),
-                  a->header_only ? ", headers only" : "");
+      const bool llava = llm_shape.arch != llm::TestLlmArch::qwen2vl;
+      std::printf("wrote %s/{%smmproj.gguf, image.png%s} (%s, LLM %s, mmproj %s%s)\n", a->out.c_str(),
+                  a->mmproj_only ? "" : "llm.gguf, ", llava ? ", clip/" : "", a->shape.c_str(), a->type.c_str(),
+                  a->mmproj_type.c_str(), a->header_only ? ", headers only" : "");
       return 0;
     };
   });

@@ -30,6 +30,8 @@ struct SessionParams {
   // Layers offloaded to the GPU (llama.cpp's -ngl) when llama.cpp was built with a GPU backend; 0 = CPU only,
   // -1 = all. Ignored (with everything on the CPU) by a CPU-only build.
   int n_gpu_layers = 0;
+  // ggml RPC servers ("host:port", llama.cpp's --rpc): offloaded layers go to them (builds with GGML_RPC).
+  std::vector<std::string> rpc_servers;
   // A prompt that mixes text and embedding rows is decoded as ONE batch of embeddings: text tokens are
   // looked up in the file's token_embd table (dequantised as ggml_get_rows does), which is exactly what the
   // model's input layer computes. libllama cannot mix tokens and embeddings in one batch, and three small

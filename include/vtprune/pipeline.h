@@ -34,7 +34,12 @@ struct VlmParams {
   std::string encoder = "auto";
   int n_gpu_layers = 0;    // LLM layers on the GPU (-ngl), when llama.cpp was built with a GPU backend
   bool vision_gpu = false; // libmtmd's encoder on the GPU backend (families served by libmtmd)
+  std::vector<std::string> rpc_servers;  // ggml RPC servers ("host:port") for offloaded LLM layers (llama.cpp's --rpc)
   int image_min_tokens = -1, image_max_tokens = -1;  // llama.cpp's limits for dynamic-resolution families
+  // CDPruner's official relevance (relevance=clip): a Hugging Face CLIP checkpoint folder (model.safetensors with
+  // text_model.*, text_projection, vision_model.post_layernorm, visual_projection; vocab.json + merges.txt), e.g.
+  // openai/clip-vit-large-patch14-336, the tower LLaVA-1.5 was trained with. Loaded once, shared by share().
+  std::string clip_text_path;
   vision::MmprojOptions mmproj;
   vision::ImageLimits image_limits;
 };

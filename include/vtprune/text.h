@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -116,5 +117,27 @@ class ClipTextModel {
   explicit ClipTextModel(std::unique_ptr<ClipTextModelImpl> impl);
   std::unique_ptr<ClipTextModelImpl> impl_;
 };
+
+// ---- random checkpoints (tests, `make-test-model`): the exact tensor names, shapes and files of a Hugging Face
+// CLIP checkpoint at a small size, with a CLIP-style vocabulary (256 byte characters, the same + "</w>", 6 merges,
+// <|startoftext|> = 518, <|endoftext|> = 519).
+constexpr int kRandomClipVocab = 520;
+struct RandomClipShape {
+  int width = 32, heads = 4, ffn = 64, layers = 2;
+  int context = 16;       // positions (CLIP: 77)
+  int embed = 16;         // projection width C
+  int vision_width = 24;  // input width of visual_projection; 0: no image side
+  int64_t eos_token_id = 2;  // config.json's (2: the legacy argmax pooling of the original CLIP configs)
+};
+struct ClipTensor {
+  std::vector<int64_t> shape;  // torch order
+  std::vector<float> data;
+};
+using ClipTensors = std::map<std::string, ClipTensor>;
+// Normal random weights (layer-norm gains around 1) for `shape`.
+ClipTensors random_clip_tensors(const RandomClipShape& shape, uint64_t seed);
+// dir/model.safetensors (F32), config.json, vocab.json, merges.txt.
+void write_clip_checkpoint(const std::filesystem::path& dir, const ClipTensors& tensors, const RandomClipShape& shape);
+void write_random_clip_tokenizer(const std::filesystem::path& dir);  // vocab.json + merges.txt only
 
 }  // namespace vtprune::text

@@ -243,7 +243,7 @@ BenchReport run_bench(const BenchParams& params) {
 
   pipeline::Vlm vlm(pipeline::VlmParams{
       .llm_path = p.llm_path, .mmproj_path = p.mmproj_path, .threads = report.threads, .n_ctx = p.n_ctx,
-      .mmproj = {.f16_attention = p.f16_attention}});
+      .n_gpu_layers = p.n_gpu_layers, .rpc_servers = p.rpc_servers, .clip_text_path = p.clip_text_path, .mmproj = {.f16_attention = p.f16_attention}});
   report.encoder_name = std::string(family::to_string(vlm.encoder()));
   EncoderInfo info = vlm.encoder_info();
   // dynamic resolution (grid 0 x 0): the image's token grid comes from a first run (below)
@@ -405,11 +405,11 @@ BenchReport run_bench(const BenchParams& params) {
       return ms;
     };
     const auto none = std::find_if(configs.begin(), configs.end(), [](const Config& c) { return c.name == "none"; });
-    EncoderRow base;
-    base.name = "libmtmd ViT + merger, no taps (none's runs)";
-    base.ms = spread(encode_samples(none->method));
-    base.vs_no_taps = 1.0;
-    std::vector<EncoderRow> rows{base};
+    EncoderRow no_taps;
+    no_taps.name = "libmtmd ViT + merger, no taps (none's runs)";
+    no_taps.ms = spread(encode_samples(none->method));
+    no_taps.vs_no_taps = 1.0;
+    std::vector<EncoderRow> rows{no_taps};
     std::vector<std::string> seen{none->method};
     for (const Config& c : configs) {
       if (c.needs.taps.empty() || std::find(seen.begin(), seen.end(), c.method) != seen.end()) continue;
@@ -420,7 +420,7 @@ BenchReport run_bench(const BenchParams& params) {
       row.name = "libmtmd ViT + merger, " + c.method + " taps (block" + (c.needs.taps.size() > 1 ? "s " : " ") + blocks +
                  "; all its budgets' runs)";
       row.ms = spread(encode_samples(c.method));
-      if (base.ms.median > 0) row.vs_no_taps = row.ms.median / base.ms.median;
+      if (no_taps.ms.median > 0) row.vs_no_taps = row.ms.median / no_taps.ms.median;
       rows.push_back(row);
     }
     for (EncoderRow& row : rows) {

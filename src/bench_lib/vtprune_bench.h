@@ -98,6 +98,9 @@ MtmdRun parse_mtmd_log(const std::string& jsonl_output);
 // ---- the benchmark -----------------------------------------------------------------------------------------
 struct BenchParams {
   std::string llm_path, mmproj_path, image_path;
+  std::string clip_text_path;            // CLIP folder for CDPruner's relevance=clip (optional)
+  int n_gpu_layers = 0;                  // -ngl
+  std::vector<std::string> rpc_servers;  // --rpc host:port
   std::string prompt = "What is shown in this image? Answer in one sentence.";
   std::vector<std::string> methods{"none", "hiprune"};
   // Empty: the family's default (default_budgets). Counts, ratios ("0.112", "11.2%") or "all".

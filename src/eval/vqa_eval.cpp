@@ -158,6 +158,7 @@ std::vector<VqaRow> run_vqa_eval(const VqaConfig& config) {
   pipeline::VlmParams params;
   params.llm_path = config.llm.string();
   params.mmproj_path = config.mmproj.string();
+  params.clip_text_path = config.clip_text.string();
   params.threads = config.threads;
   params.n_ctx = config.n_ctx;
   pipeline::Vlm vlm(params);

@@ -37,6 +37,7 @@ std::string build_vqa_prompt(const VqaItem& item);
 
 struct VqaConfig {
   std::filesystem::path data, llm, mmproj, out;
+  std::filesystem::path clip_text;   // CLIP folder for CDPruner's relevance=clip (optional)
   std::vector<std::string> methods;  // `none` is always run too: retention is measured against it
   std::vector<std::string> budgets;  // as given ("64", "25%"); `none` runs once at "all"
   std::vector<std::string> options;  // "method.key=value"

@@ -2,6 +2,10 @@
 
 #include <cstdio>
 #include <mutex>
+#include <set>
+
+#include "ggml-backend.h"
+#include "vtprune/reduce.h"
 
 namespace vtprune::llm::detail {
 
@@ -27,6 +31,32 @@ std::shared_ptr<void> acquire_backend() {
   auto fresh = std::make_shared<BackendLifetime>();
   current = fresh;
   return fresh;
+}
+
+void add_rpc_servers(const std::vector<std::string>& endpoints) {
+  ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
+  if (rpc == nullptr) {
+    throw InputError("--rpc: this build of llama.cpp has no RPC backend (build with VTPRUNE_RPC=1 scripts/setup.sh, "
+                     "or cmake -DGGML_RPC=ON)");
+  }
+  using AddServer = ggml_backend_reg_t (*)(const char*);
+  const auto add_server = reinterpret_cast<AddServer>(ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_add_server"));
+  if (add_server == nullptr) throw Error("llama.cpp's RPC backend has no ggml_backend_rpc_add_server");
+  static std::mutex mutex;
+  static std::set<std::string> registered;  // mirrors ggml's process-wide registry
+  std::lock_guard lock(mutex);
+  for (const std::string& endpoint : endpoints) {
+    const size_t colon = endpoint.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size() ||
+        endpoint.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
+      throw InputError("--rpc: '" + endpoint + "' is not host:port");
+    }
+    if (registered.count(endpoint)) continue;
+    ggml_backend_reg_t reg = add_server(endpoint.c_str());
+    if (reg == nullptr) throw Error("--rpc: cannot add the RPC server " + endpoint);
+    ggml_backend_register(reg);
+    registered.insert(endpoint);
+  }
 }
 
 namespace {

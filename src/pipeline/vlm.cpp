@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "vtprune/embedding_cache.h"
 #include "vtprune/gguf_file.h"
 #include "vtprune/mtmd_encoder.h"
+#include "vtprune/text.h"
 
 namespace vtprune::pipeline {
 namespace {
@@ -119,7 +121,8 @@ vision::VisionModel load_own_vision(const VlmParams& p) {
 }
 
 llm::SessionParams session_params(const VlmParams& p) {
-  return llm::SessionParams{.n_ctx = p.n_ctx, .threads = p.threads, .verbose = p.verbose, .n_gpu_layers = p.n_gpu_layers};
+  return llm::SessionParams{.n_ctx = p.n_ctx, .threads = p.threads, .verbose = p.verbose, .n_gpu_layers = p.n_gpu_layers,
+                           .rpc_servers = p.rpc_servers};
 }
 
 // The user-facing image marker of a question, in llama.cpp's form for mtmd_tokenize: <image> becomes
@@ -140,16 +143,35 @@ std::string with_media_markers(std::string question, size_t n_images) {
 
 }  // namespace
 
+// CLIP's text tower (CDPruner relevance=clip), shared by the pipelines of one server: its ggml forward is not
+// reentrant, so calls are serialised (a question's text_embeds cost a few ms; each image's image_embeds less).
+struct SharedClipText {
+  text::ClipTextModel model;
+  std::mutex mutex;
+};
+
+std::shared_ptr<SharedClipText> load_clip_text(const VlmParams& p) {
+  if (p.clip_text_path.empty()) return nullptr;
+  auto clip = std::make_shared<SharedClipText>(text::ClipTextModel::load(p.clip_text_path));
+  if (!clip->model.has_tokenizer() || !clip->model.has_image_projection()) {
+    throw InputError("--clip-text " + p.clip_text_path + ": CDPruner's relevance needs CLIP's tokenizer (vocab.json + merges.txt)" +
+                     " and its image side (vision_model.post_layernorm + visual_projection); this checkpoint lacks " +
+                     (clip->model.has_tokenizer() ? "the image side" : "the tokenizer files"));
+  }
+  return clip;
+}
+
 struct Vlm::Impl {
   VlmParams params;
   VisionChoice choice;
   std::optional<vision::VisionModel> own;       // LLaVA-1.5: vtprune's graph
   llm::Session session;
   std::unique_ptr<vision::MtmdEncoder> mtmd;    // every other family: libmtmd (needs the loaded LLM)
+  std::shared_ptr<SharedClipText> clip_text;    // --clip-text, when given
   int threads;
 
-  Impl(const VlmParams& p, VisionChoice c, std::optional<vision::VisionModel> v, llm::Session s)
-      : params(p), choice(c), own(std::move(v)), session(std::move(s)), threads(resolve_threads(p.threads)) {
+  Impl(const VlmParams& p, VisionChoice c, std::optional<vision::VisionModel> v, llm::Session s, std::shared_ptr<SharedClipText> clip)
+      : params(p), choice(c), own(std::move(v)), session(std::move(s)), clip_text(std::move(clip)), threads(resolve_threads(p.threads)) {
     if (choice.encoder == family::Encoder::Mtmd) make_mtmd();
   }
 
@@ -158,6 +180,7 @@ struct Vlm::Impl {
         choice(choose_vision(p)),
         own(choice.encoder == family::Encoder::Own ? std::optional<vision::VisionModel>(load_own_vision(p)) : std::nullopt),
         session(p.llm_path, session_params(p)),
+        clip_text(load_clip_text(p)),
         threads(resolve_threads(p.threads)) {
     if (own && own->projector_dim() != session.n_embd_inp()) {
       throw Error("the projector in " + (p.mmproj_path.empty() ? p.vision_tower_path : p.mmproj_path) + " outputs " + std::to_string(own->projector_dim()) +
@@ -180,6 +203,25 @@ struct Vlm::Impl {
   }
 
   EncoderInfo encoder_info() const { return own ? own->info() : mtmd->info(); }
+
+  // relevance=clip compares CLIP's text_embeds of the question with visual_projection(post_layernorm(the patch
+  // features LLaVA projects)): it needs the text tower and a vision tower whose features are CLIP's.
+  void check_clip_relevance(const std::string& method) const {
+    if (!clip_text) {
+      throw InputError(method + " with relevance=clip (its official form) needs CLIP's text tower: give --clip-text DIR (a Hugging Face " +
+                       "CLIP folder with model.safetensors, vocab.json and merges.txt, e.g. openai/clip-vit-large-patch14-336), " +
+                       "or choose --opt relevance=llm (the LLM's own token embeddings) or relevance=none");
+    }
+    if (!own) {
+      throw InputError(method + " with relevance=clip needs the CLIP patch features before the projector; libmtmd (" + choice.family->name +
+                       ") hands back only the projected tokens: use --opt relevance=llm");
+    }
+    if (own->dim() != clip_text->model.vision_width()) {
+      throw InputError(method + " with relevance=clip: the vision tower's features are " + std::to_string(own->dim()) +
+                       " wide but the CLIP checkpoint in " + params.clip_text_path + " projects " +
+                       std::to_string(clip_text->model.vision_width()) + "-wide ones: the two do not belong together");
+    }
+  }
 };
 
 Vlm::Vlm(const VlmParams& params) : impl_(std::make_unique<Impl>(params)) {}
@@ -189,7 +231,7 @@ Vlm Vlm::share() const {
   const Impl& m = *impl_;
   // libmtmd contexts are not shareable: each pipeline loads its own copy of the mmproj (the LLM is shared).
   return Vlm(std::make_unique<Impl>(m.params, m.choice, m.own ? std::optional<vision::VisionModel>(m.own->share()) : std::nullopt,
-                                    m.session.share()));
+                                    m.session.share(), m.clip_text));
 }
 Vlm::~Vlm() = default;
 Vlm::Vlm(Vlm&&) noexcept = default;
@@ -261,6 +303,8 @@ void check_encoder_output(const EncoderOutput& out, const Needs& needs, const st
   require(needs.cls_features, out.cls_features, "CLS features");
   require(needs.projected, out.projected.data, "projected embeddings");
   require(needs.prompt_embeddings, out.prompt_embeddings.data, "prompt embeddings");
+  require(needs.text_embeds, out.text_embeds.data, "CLIP text embeddings");
+  require(needs.image_embeds, out.image_embeds.data, "CLIP image embeddings");
   for (const TapRequest& tap : needs.taps) {
     const LayerTap* found = out.find_tap(tap.layer);
     const std::string layer = "layer " + std::to_string(tap.layer) + " ";
@@ -317,6 +361,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     Needs wanted = reducer->needs(m.encoder_info());
     if (m.own) m.own->check(wanted);  // e.g. PruMerge's last layer, which an mmproj file does not store
     if (m.mtmd) m.mtmd->check(wanted);
+    if (wanted.text_embeds || wanted.image_embeds) m.check_clip_relevance(request.method);
     return wanted;
   });
   const bool conversation = !request.messages.empty();
@@ -354,6 +399,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     std::string k = family().name + "|" + std::string(family::to_string(encoder())) + "|" + m.params.mmproj_path + "|" +
                     m.params.vision_tower_path + "|" + m.params.projector_path;
     k += "|compat=" + std::to_string(m.params.mmproj.mtmd_compat) + "|f16att=" + std::to_string(m.params.mmproj.f16_attention);
+    k += "|clip=" + m.params.clip_text_path;
     k += "|min=" + std::to_string(m.params.image_min_tokens) + "|max=" + std::to_string(m.params.image_max_tokens);
     return k;
   }();
@@ -363,7 +409,9 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
   // its own message (the last user message's when that one has no text), through the LLM's token embeddings.
   std::vector<std::string> questions(n_images);
   std::map<std::string, std::vector<float>> question_rows;
-  if (needs.prompt_embeddings) {
+  std::map<std::string, text::Embeddings> question_clip;  // relevance=clip: CLIP text_embeds per question
+  const bool reads_question = needs.prompt_embeddings || needs.text_embeds;
+  if (reads_question) {
     std::string last_user;
     for (const auto& msg : messages) {
       if (msg.role == "user") last_user = question_text(msg.content);
@@ -372,17 +420,38 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
       std::string q = question_text(messages[image_message[i]].content);
       if (q.find_first_not_of(" \t\n") == std::string::npos) q = last_user;
       questions[i] = q;
-      if (question_rows.count(q)) continue;
-      const std::vector<int32_t> tokens = m.session.tokenize(q, /*add_special=*/false);
-      if (tokens.empty()) throw InputError("method " + request.method + " reads the question, but it is empty");
-      question_rows[q] = m.session.embed_tokens(tokens);
+      if (q.find_first_not_of(" \t\n") == std::string::npos) {
+        throw InputError("method " + request.method + " reads the question, but it is empty");
+      }
+      if (needs.prompt_embeddings && !question_rows.count(q)) {
+        const std::vector<int32_t> tokens = m.session.tokenize(q, /*add_special=*/false);
+        if (tokens.empty()) throw InputError("method " + request.method + " reads the question, but it is empty");
+        question_rows[q] = m.session.embed_tokens(tokens);
+      }
+      if (needs.text_embeds && !question_clip.count(q)) {
+        const auto t0 = Clock::now();
+        std::lock_guard lock(m.clip_text->mutex);
+        question_clip.emplace(q, m.clip_text->model.text_embeds(q, m.threads));
+        t.encode_ms += ms_since(t0);
+      }
     }
   }
+  std::vector<text::Embeddings> clip_image(n_images);  // relevance=clip: CLIP image_embeds per image
   const auto view_of = [&](const vision::EncoderResult& e, size_t image) {
     EncoderOutput out = e.view();
     if (needs.prompt_embeddings) {
       const std::vector<float>& rows = question_rows.at(questions[image]);
       out.prompt_embeddings = MatrixView{rows, static_cast<int64_t>(rows.size()) / m.session.n_embd_inp(), m.session.n_embd_inp()};
+    }
+    if (needs.text_embeds) out.text_embeds = question_clip.at(questions[image]).view();
+    if (needs.image_embeds) {
+      if (clip_image[image].rows == 0) {
+        const auto t0 = Clock::now();
+        std::lock_guard lock(m.clip_text->mutex);
+        clip_image[image] = m.clip_text->model.image_embeds(out.features, m.threads);
+        t.encode_ms += ms_since(t0);
+      }
+      out.image_embeds = clip_image[image].view();
     }
     return out;
   };
@@ -447,7 +516,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
   };
   const auto image_key = [&](size_t i) {
     std::string k = model_key + "|" + digests[i] + "|" + method_key;
-    if (needs.prompt_embeddings) k += "|q=" + digest(std::span(reinterpret_cast<const uint8_t*>(questions[i].data()), questions[i].size()));
+    if (reads_question) k += "|q=" + digest(std::span(reinterpret_cast<const uint8_t*>(questions[i].data()), questions[i].size()));
     return k;
   };
 

@@ -7,6 +7,7 @@
 #include "test_pair.h"
 #include "test_support.h"
 #include "vtprune/pipeline.h"
+#include "vtprune/text.h"
 
 namespace vtprune::pipeline {
 namespace {
@@ -75,6 +76,55 @@ TEST_F(TinyVlm, EveryMethodRunsEndToEnd) {
     EXPECT_GE(r.timings.ttft_ms, r.timings.prefill_ms);
     EXPECT_GT(r.kv_bytes, 0);
   }
+}
+
+// CDPruner's official relevance through the pipeline: without CLIP's text tower it is one clear error; with
+// `--clip-text` (the random CLIP folder make-test-model writes beside the pair) the pipeline hands the method
+// CLIP's text_embeds of the question and image_embeds of the same layer -2 patch features LLaVA projects, so the
+// selection equals the method run by hand on those inputs.
+TEST_F(TinyVlm, CdprunerOfficialRelevanceReadsClipTextTower) {
+  const std::string question = "What is the dog at?";
+  Request req = request("cdpruner", Budget::tokens(64));
+  req.prompt = question;
+  try {
+    vlm_->run(req);
+    ADD_FAILURE() << "cdpruner with relevance=clip ran without a CLIP text tower";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--clip-text"), std::string::npos) << e.what();
+  }
+  VlmParams p;
+  p.llm_path = (pair_->dir / "llm.gguf").string();
+  p.mmproj_path = (pair_->dir / "mmproj.gguf").string();
+  p.clip_text_path = (pair_->dir / "clip").string();
+  p.threads = 1;
+  p.n_ctx = 2048;
+  Vlm with_clip(p);
+  const Result r = with_clip.run(req);
+  ASSERT_EQ(r.images.size(), 1u);
+  const Reduction& got = r.images[0].reduction;
+  EXPECT_EQ(got.kept.size(), 64u);
+
+  // by hand: the same encoder, CLIP's embeddings, the reducer
+  auto vision = vision::VisionModel::from_mmproj(p.mmproj_path);
+  const auto reducer = make_reducer("cdpruner", {});
+  const auto encoded = vision.encode(vision::preprocess(vision::decode_image(*image_, "image"), vision.preprocess_recipe()),
+                                     reducer->needs(vision.info()));
+  const auto clip = text::ClipTextModel::load(p.clip_text_path);
+  EncoderOutput out = encoded.view();
+  const text::Embeddings text_rows = clip.text_embeds(question);
+  const text::Embeddings image_rows = clip.image_embeds(out.features);
+  out.text_embeds = text_rows.view();
+  out.image_embeds = image_rows.view();
+  const Reduction want = reducer->reduce(out, Budget::tokens(64));
+  EXPECT_EQ(got.kept, want.kept);
+  EXPECT_EQ(got.selection_order, want.selection_order);
+  ASSERT_EQ(got.relevance.size(), want.relevance.size());
+  for (size_t i = 0; i < want.relevance.size(); ++i) EXPECT_NEAR(got.relevance[i], want.relevance[i], 1e-6) << i;
+
+  // another question weighs the patches differently
+  req.prompt = "the cat is at the gate";
+  const Result other = with_clip.run(req);
+  EXPECT_NE(other.images[0].reduction.relevance, got.relevance);
 }
 
 TEST_F(TinyVlm, FewerTokensMeanLessKvAndSamePromptText) {

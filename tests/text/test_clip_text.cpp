@@ -18,118 +18,31 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// ---- a tiny CLIP checkpoint ----------------------------------------------------------------------------
+// ---- a tiny CLIP checkpoint (the library's random checkpoint writer) --------------------------------------
 
-struct Tensor {
-  std::vector<int64_t> shape;  // torch shape
-  std::vector<float> data;
-};
-using Tensors = std::map<std::string, Tensor>;
-
-void write_safetensors(const fs::path& path, const Tensors& tensors) {
-  nlohmann::json header = nlohmann::json::object();
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    const uint64_t bytes = t.data.size() * 4;
-    header[name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-  }
-  const std::string h = header.dump();
-  std::ofstream out(path, std::ios::binary);
-  const uint64_t len = h.size();
-  for (int i = 0; i < 8; ++i) out.put(static_cast<char>((len >> (8 * i)) & 0xFF));
-  out << h;
-  for (const auto& [name, t] : tensors) out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size() * 4));
-}
-
+using Tensors = ClipTensors;
 constexpr int kD = 32, kH = 4, kF = 64, kLayers = 2, kT = 16, kC = 16, kDv = 24;
-
-// A CLIP vocabulary as CLIP builds it (bytes, bytes + </w>, merges, specials) with a few merges: 520 entries,
-// <|startoftext|> = 518, <|endoftext|> = 519.
-void write_tokenizer(const fs::path& dir) {
-  std::vector<std::string> chars;
-  std::vector<int> bs;
-  for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
-  for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
-  for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
-  auto utf8 = [](int cp) {
-    std::string s;
-    if (cp < 0x80) s += static_cast<char>(cp);
-    else s += static_cast<char>(0xC0 | (cp >> 6)), s += static_cast<char>(0x80 | (cp & 0x3F));
-    return s;
-  };
-  for (int b : bs) chars.push_back(utf8(b));
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    if (std::find(bs.begin(), bs.end(), b) == bs.end()) chars.push_back(utf8(next++));
-  }
-  nlohmann::json vocab = nlohmann::json::object();
-  int id = 0;
-  for (const auto& c : chars) vocab[c] = id++;
-  for (const auto& c : chars) vocab[c + "</w>"] = id++;
-  const std::vector<std::pair<std::string, std::string>> merges = {{"t", "h"}, {"th", "e</w>"}, {"o", "g</w>"}, {"d", "og</w>"},
-                                                                   {"i", "s</w>"}, {"a", "t</w>"}};
-  std::ofstream m(dir / "merges.txt");
-  m << "#version: 0.2\n";
-  for (const auto& [a, b] : merges) {
-    m << a << " " << b << "\n";
-    vocab[a + b] = id++;
-  }
-  vocab["<|startoftext|>"] = id++;
-  vocab["<|endoftext|>"] = id++;
-  std::ofstream(dir / "vocab.json") << vocab.dump();
-}
-
-constexpr int kVocab = 520;
+constexpr RandomClipShape kShape{.width = kD, .heads = kH, .ffn = kF, .layers = kLayers, .context = kT, .embed = kC, .vision_width = kDv};
 
 Tensors random_clip(uint64_t seed, bool image_side = true) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> g;
-  Tensors t;
-  auto put = [&](const std::string& name, std::vector<int64_t> shape, float scale, float offset = 0.0f) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    Tensor x{shape, std::vector<float>(static_cast<size_t>(n))};
-    for (float& v : x.data) v = offset + scale * g(rng);
-    t[name] = std::move(x);
-  };
-  put("text_model.embeddings.token_embedding.weight", {kVocab, kD}, 1.0f);
-  put("text_model.embeddings.position_embedding.weight", {kT, kD}, 0.5f);
-  for (int l = 0; l < kLayers; ++l) {
-    const std::string p = "text_model.encoder.layers." + std::to_string(l) + ".";
-    put(p + "layer_norm1.weight", {kD}, 0.1f, 1.0f);
-    put(p + "layer_norm1.bias", {kD}, 0.1f);
-    for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-      put(p + "self_attn." + proj + ".weight", {kD, kD}, 0.25f);
-      put(p + "self_attn." + proj + ".bias", {kD}, 0.1f);
-    }
-    put(p + "layer_norm2.weight", {kD}, 0.1f, 1.0f);
-    put(p + "layer_norm2.bias", {kD}, 0.1f);
-    put(p + "mlp.fc1.weight", {kF, kD}, 0.25f);
-    put(p + "mlp.fc1.bias", {kF}, 0.1f);
-    put(p + "mlp.fc2.weight", {kD, kF}, 0.15f);
-    put(p + "mlp.fc2.bias", {kD}, 0.1f);
-  }
-  put("text_model.final_layer_norm.weight", {kD}, 0.1f, 1.0f);
-  put("text_model.final_layer_norm.bias", {kD}, 0.1f);
-  put("text_projection.weight", {kC, kD}, 0.2f);
-  if (image_side) {
-    put("vision_model.post_layernorm.weight", {kDv}, 0.1f, 1.0f);
-    put("vision_model.post_layernorm.bias", {kDv}, 0.1f);
-    put("visual_projection.weight", {kC, kDv}, 0.2f);
-  }
-  return t;
+  RandomClipShape shape = kShape;
+  if (!image_side) shape.vision_width = 0;
+  return random_clip_tensors(shape, seed);
 }
 
 fs::path write_model(const Tensors& t, int64_t eos_token_id, const std::string& tag) {
   const fs::path dir = test::temp_dir(tag);
-  write_safetensors(dir / "model.safetensors", t);
-  write_tokenizer(dir);
-  const nlohmann::json config = {
-      {"text_config", {{"num_attention_heads", kH}, {"layer_norm_eps", 1e-5}, {"hidden_act", "quick_gelu"}, {"eos_token_id", eos_token_id}}},
-      {"vision_config", {{"layer_norm_eps", 1e-5}}}};
-  std::ofstream(dir / "config.json") << config.dump();
+  RandomClipShape shape = kShape;
+  shape.eos_token_id = eos_token_id;
+  write_clip_checkpoint(dir, t, shape);
   return dir;
+}
+
+// Rewrites only the weights file (broken checkpoints).
+void write_safetensors(const fs::path& path, const Tensors& t) {
+  const fs::path tmp = test::temp_dir("clip_rewrite");
+  write_clip_checkpoint(tmp, t, kShape);
+  fs::copy_file(tmp / "model.safetensors", path, fs::copy_options::overwrite_existing);
 }
 
 // ---- the float64 reference (CLIPTextTransformer + text_projection; post_layernorm + visual_projection) -----

@@ -1,0 +1,125 @@
+// The LLM on ggml's RPC backend: llama.cpp's rpc-server (built from the same pinned source) on loopback holds
+// every LLM layer (-ngl 99, --rpc 127.0.0.1:PORT), and the pipeline answers as the local CPU run does. Built
+// only with VTPRUNE_RPC=ON (scripts/test-rpc.sh).
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "test_pair.h"
+
+extern char** environ;
+
+namespace vtprune::pipeline {
+namespace {
+
+bool port_accepts(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+// rpc-server -H 127.0.0.1 -p PORT as a child process, killed when the object goes.
+class RpcServer {
+ public:
+  explicit RpcServer(int port) : port_(port) {
+    const std::string bin = VTPRUNE_RPC_SERVER, port_text = std::to_string(port);
+    std::vector<std::string> args{bin, "-H", "127.0.0.1", "-p", port_text, "-t", "1"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, bin.c_str(), nullptr, nullptr, argv.data(), environ) != 0) pid_ = -1;
+  }
+  ~RpcServer() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  bool wait_ready() const {
+    for (int i = 0; i < 100 && pid_ > 0; ++i) {
+      if (port_accepts(port_)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int port_;
+  pid_t pid_ = -1;
+};
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST(Rpc, LlmOnLoopbackRpcServerAnswersAsTheLocalRun) {
+  std::string log;
+  const auto pair = test::TestPair::make("tiny", &log);
+  ASSERT_NE(pair, nullptr) << log;
+  RpcServer server(free_port());
+  ASSERT_TRUE(server.wait_ready()) << "rpc-server did not start (" << VTPRUNE_RPC_SERVER << ")";
+
+  VlmParams p;
+  p.llm_path = (pair->dir / "llm.gguf").string();
+  p.mmproj_path = (pair->dir / "mmproj.gguf").string();
+  p.threads = 1;
+  p.n_ctx = 2048;
+  p.rpc_servers = {server.endpoint()};
+  p.n_gpu_layers = 99;
+  Vlm remote(p);
+
+  for (const auto& [method, budget] : std::vector<std::pair<std::string, Budget>>{{"none", Budget::all()}, {"hiprune", Budget::tokens(64)}}) {
+    SCOPED_TRACE(method);
+    Request r;
+    r.images.push_back(pair->image);
+    r.prompt = "What is in the image?";
+    r.method = method;
+    r.budget = budget;
+    r.sampling.max_tokens = 8;
+    const Result local = pair->vlm->run(r);
+    const Result via_rpc = remote.run(r);
+    EXPECT_EQ(via_rpc.answer, local.answer);
+    EXPECT_EQ(via_rpc.tokens_kept, local.tokens_kept);
+    // Logits after the prompt: the same CPU kernels run the same graph on the server; only how ggml splits it
+    // (and the F16 rounding that depends on it) may differ. 5e-3 of the largest logit, as for batch splits.
+    r.sampling.max_tokens = 0;
+    pair->vlm->run(r);
+    const std::vector<float> want = pair->vlm->session().last_logits();
+    remote.run(r);
+    const std::vector<float> got = remote.session().last_logits();
+    ASSERT_EQ(got.size(), want.size());
+    float scale = 0, diff = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      scale = std::max(scale, std::abs(want[i]));
+      diff = std::max(diff, std::abs(got[i] - want[i]));
+    }
+    EXPECT_LE(diff, 5e-3f * scale) << "max |diff| " << diff << " of max |logit| " << scale;
+  }
+}
+
+}  // namespace
+}  // namespace vtprune::pipeline
