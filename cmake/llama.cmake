@@ -64,7 +64,7 @@ if(VTPRUNE_LLAMA_DIR)
   if(NOT VTPRUNE_GPU MATCHES "^(none|cuda|vulkan|metal)$")
     message(FATAL_ERROR "VTPRUNE_GPU=${VTPRUNE_GPU}: expected none, cuda, vulkan or metal")
   endif()
-  option(VTPRUNE_RPC "build ggml's RPC backend (--rpc host:port) and llama.cpp's rpc-server" OFF)
+  option(VTPRUNE_RPC "build ggml's RPC backend (--rpc host:port) and llama.cpp's rpc-server" ON)
   set(GGML_RPC ${VTPRUNE_RPC} CACHE BOOL "" FORCE)
   add_subdirectory("${VTPRUNE_LLAMA_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL SYSTEM)  # SYSTEM: their headers, their warnings
   if(TARGET mtmd)

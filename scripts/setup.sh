@@ -7,7 +7,8 @@
 #   VTPRUNE_CPU=x86-64-v3 VTPRUNE_BUILD_DIR=build-avx2 scripts/setup.sh   # portable AVX2 build (for packages)
 #
 # VTPRUNE_GPU=cuda|vulkan|metal adds llama.cpp's GPU backend (its SDK must be installed; -ngl / --mmproj-offload use it);
-# VTPRUNE_RPC=1 adds ggml's RPC backend (--rpc host:port) and builds llama.cpp's rpc-server (build/bin/rpc-server).
+# ggml's RPC backend (--rpc host:port) and llama.cpp's RPC server (build/bin/ggml-rpc-server) are built unless
+# VTPRUNE_RPC=0.
 # VTPRUNE_CPU: native (default: this CPU), x86-64-v3 (AVX2/FMA/F16C, no AVX-512), x86-64-v2 (SSE4.2) or generic
 # (the compiler's default target); it sets ggml's instruction-set options and vtprune's -march together.
 # An existing build folder keeps the target it was configured with unless VTPRUNE_CPU is given.
@@ -101,13 +102,10 @@ fi
 CPU_ARGS=()
 [[ -n ${VTPRUNE_CPU:-} ]] && CPU_ARGS=(-DVTPRUNE_CPU="$VTPRUNE_CPU")
 [[ -n ${VTPRUNE_GPU:-} ]] && CPU_ARGS+=(-DVTPRUNE_GPU="$VTPRUNE_GPU")   # none | cuda | vulkan | metal (its SDK must be installed)
-[[ -n ${VTPRUNE_RPC:-} ]] && CPU_ARGS+=(-DVTPRUNE_RPC="$([[ $VTPRUNE_RPC == 0 ]] && echo OFF || echo ON)")
+[[ -n ${VTPRUNE_RPC:-} ]] && CPU_ARGS+=(-DVTPRUNE_RPC="$([[ $VTPRUNE_RPC == 0 ]] && echo OFF || echo ON)")   # default on
 log "configuring $BUILD_DIR (llama.cpp from $LLAMA_DIR, CPU target ${VTPRUNE_CPU:-as configured, default native})"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVTPRUNE_LLAMA_DIR="$LLAMA_DIR" "${CPU_ARGS[@]+"${CPU_ARGS[@]}"}" >/dev/null
 log "building with -j$JOBS (the first build compiles llama.cpp: a few minutes)"
 cmake --build "$BUILD_DIR" -j "$JOBS"
-if grep -q '^GGML_RPC:BOOL=ON' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null; then
-  cmake --build "$BUILD_DIR" -j "$JOBS" --target rpc-server
-fi
 install_openai_sdk
 log "done: $BUILD_DIR/bin/vtprune"

@@ -42,7 +42,7 @@ void add_eval(CLI::App& app, Action& action) {
   imagenet->add_option("--methods", in->methods, "comma-separated methods (none = the unpruned model)")->capture_default_str();
   imagenet->add_option("--budgets", in->budgets, "comma-separated budgets: counts, ratios or N%")->capture_default_str();
   imagenet->add_option("--prune-after", in->config.prune_after, "E: tokens are reduced after this many blocks")->capture_default_str();
-  imagenet->add_option("--opt", in->config.options, "method option method.key=value, over the layer plan (repeatable)");
+  imagenet->add_option("--opt", in->config.options, "method option method:key=value, over the layer plan (repeatable)");
   imagenet->add_option("-t,--threads", in->config.threads, "threads (0 = all cores)")->capture_default_str();
   imagenet->add_option("--limit", in->config.limit, "only the first N images by name (0 = all)")->capture_default_str();
   imagenet->add_option("--out", in->config.out, "output folder: results.csv, per_image.tsv, accuracy.png")->required();
@@ -81,10 +81,13 @@ void add_eval(CLI::App& app, Action& action) {
   vqa->add_option("-m,--model", vq->config.llm, "LLM GGUF")->required();
   vqa->add_option("--mmproj", vq->config.mmproj, "mmproj GGUF (vision tower + projector)")->required();
   vqa->add_option("--clip-text", vq->config.clip_text, "Hugging Face CLIP folder for CDPruner's relevance=clip (see run --help)");
+  vqa->add_option("--n-gpu-layers", vq->config.n_gpu_layers, "LLM layers on the GPU / RPC servers (-ngl)")->capture_default_str();
+  vqa->add_flag("--mmproj-offload", vq->config.vision_gpu, "run libmtmd's encoder on the GPU backend");
+  vqa->add_option("--rpc", vq->config.rpc_servers, "ggml RPC servers host:port (comma-separated), as run --rpc")->delimiter(',');
   vqa->add_option("--methods", vq->methods, "comma-separated methods (none always runs: the retention reference)")
       ->capture_default_str();
   vqa->add_option("--budgets", vq->budgets, "comma-separated budgets: counts, ratios or N%")->capture_default_str();
-  vqa->add_option("--opt", vq->config.options, "method option method.key=value (repeatable), e.g. prumerge.layer=-2");
+  vqa->add_option("--opt", vq->config.options, "method option method:key=value (repeatable), e.g. prumerge:layer=-2");
   vqa->add_option("-t,--threads", vq->config.threads, "threads (0 = all cores)")->capture_default_str();
   vqa->add_option("-n,--n-predict", vq->config.n_predict, "answer tokens at most (greedy)")->capture_default_str();
   vqa->add_option("-c,--ctx-size", vq->config.n_ctx, "context length")->capture_default_str();

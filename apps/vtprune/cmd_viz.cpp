@@ -70,15 +70,12 @@ std::map<std::string, std::vector<std::string>> route_options(const std::vector<
   std::map<std::string, std::vector<std::string>> routed;
   for (const auto& m : methods) routed[m];
   for (const std::string& opt : options) {
-    const auto eq = opt.find('=');
-    const auto colon = opt.find(':');
-    if (colon != std::string::npos && (eq == std::string::npos || colon < eq)) {
-      const std::string method = opt.substr(0, colon);
-      if (!routed.count(method)) throw Error("viz: --opt " + opt + " names method '" + method + "', which is not in --methods");
-      routed[method].push_back(opt.substr(colon + 1));
+    if (const std::optional<MethodSpec> to = parse_routed_option(opt)) {
+      if (!routed.count(to->name)) throw Error("viz: --opt " + opt + " names method '" + to->name + "', which is not in --methods");
+      routed[to->name].push_back(to->options.front());
       continue;
     }
-    const std::string key = opt.substr(0, eq);
+    const std::string key = opt.substr(0, opt.find('='));
     bool used = false;
     for (const auto& m : methods) {
       const MethodInfo& info = method_info(m);

@@ -15,8 +15,8 @@ void add_device_options(CLI::App& cmd, pipeline::VlmParams& vlm) {
                  "LLM layers on the GPU (-ngl; -1 = all) when llama.cpp was built with a GPU backend (VTPRUNE_GPU)")
       ->capture_default_str();
   cmd.add_option("--rpc", vlm.rpc_servers,
-                 "ggml RPC servers host:port (comma-separated, llama.cpp's --rpc; started with llama.cpp's rpc-server): "
-                 "-ngl layers go to them (builds with VTPRUNE_RPC=1)")
+                 "ggml RPC servers host:port (comma-separated, llama.cpp's --rpc; each host runs build/bin/ggml-rpc-server): "
+                 "the -ngl layers go to them")
       ->delimiter(',');
   cmd.add_flag("--mmproj-offload", vlm.vision_gpu,
                "run libmtmd's encoder on the GPU backend (families served by libmtmd; off: the CPU)");

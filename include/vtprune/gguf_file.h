@@ -43,6 +43,8 @@ class GgufFile {
   std::optional<std::string> find_str(std::string_view key) const;
   uint32_t u32(std::string_view key) const;  // UINT32, or a non-negative INT32
   std::optional<uint32_t> find_u32(std::string_view key) const;
+  // Any integer scalar type (u8 .. i64; u64 above INT64_MAX saturates); nullopt when absent.
+  std::optional<int64_t> find_int(std::string_view key) const;
   // A size key checked to lie in 1..max before any arithmetic uses it.
   int size(std::string_view key, int64_t max) const;
   float f32(std::string_view key) const;

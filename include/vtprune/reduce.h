@@ -17,6 +17,7 @@
 #include <memory>
 #include <span>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -275,5 +276,19 @@ const MethodInfo& method_info(std::string_view name);  // throws Error listing k
 std::unique_ptr<Reducer> make_reducer(std::string_view name, const std::vector<std::string>& options = {});
 // Human-readable description of a method and its options (for --help and the README).
 std::string describe(const MethodInfo& method);
+
+// Method options on the command line: one syntax for every command. run / serve / reduce take `key=value` for
+// their one method; where several methods are chosen, a method's options follow its name after colons:
+//   a method spec    "name[:key=value[:key=value...]]"  (--methods of bench: "prumerge:layer=-2")
+//   a routed option  "name:key=value"                   (--opt of eval and viz: applies to that method only)
+struct MethodSpec {
+  std::string name;
+  std::vector<std::string> options;  // "key=value"
+};
+// Throws Error for an unknown method or an option without '='.
+MethodSpec parse_method_spec(std::string_view spec);
+// "name:key=value" -> {name, {"key=value"}}; std::nullopt for a bare "key=value". Throws Error for an unknown
+// method, or for anything else (e.g. the older "name.key=value").
+std::optional<MethodSpec> parse_routed_option(std::string_view option);
 
 }  // namespace vtprune

@@ -76,27 +76,6 @@ int layers_run(const EncoderInfo& info, const Needs& needs) {
   return last + 1;
 }
 
-// "prumerge:layer=-2" -> {"prumerge", {"layer=-2"}}: method options ride along in --methods.
-struct MethodSpec {
-  std::string name;
-  std::vector<std::string> options;
-};
-MethodSpec parse_method_spec(const std::string& spec) {
-  MethodSpec m;
-  size_t start = 0;
-  for (;;) {
-    const size_t colon = spec.find(':', start);
-    const std::string part = spec.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (m.name.empty()) {
-      m.name = part;
-    } else if (!part.empty()) {
-      m.options.push_back(part);
-    }
-    if (colon == std::string::npos) break;
-    start = colon + 1;
-  }
-  return m;
-}
 
 struct Config {
   std::string method, budget_text;  // method: the spec as given (name and options)

@@ -139,13 +139,9 @@ std::string format_number(double value, int decimals) {
 std::map<std::string, std::vector<std::string>> parse_method_options(const std::vector<std::string>& specs) {
   std::map<std::string, std::vector<std::string>> out;
   for (const auto& spec : specs) {
-    const size_t dot = spec.find('.'), eq = spec.find('=');
-    if (dot == std::string::npos || eq == std::string::npos || dot > eq || dot == 0) {
-      throw Error("--opt " + spec + ": expected method.key=value (e.g. prumerge.layer=-2)");
-    }
-    const std::string method = spec.substr(0, dot);
-    method_info(method);  // throws, listing the known methods
-    out[method].push_back(spec.substr(dot + 1));
+    const std::optional<MethodSpec> routed = parse_routed_option(spec);
+    if (!routed) throw Error("--opt " + spec + ": name the method: method:key=value (e.g. prumerge:layer=-2)");
+    out[routed->name].push_back(routed->options.front());
   }
   return out;
 }

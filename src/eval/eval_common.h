@@ -62,7 +62,8 @@ std::string csv_field(std::string_view text);
 // Fixed-precision number for result tables ("0.8280").
 std::string format_number(double value, int decimals);
 
-// Per-method options given as "method.key=value" (repeatable --opt). Returns method -> {"key=value", ...}.
+// Per-method options given as "method:key=value" (repeatable --opt; parse_routed_option). Returns method ->
+// {"key=value", ...}.
 // Throws Error for a missing "method." prefix or an unknown method name.
 std::map<std::string, std::vector<std::string>> parse_method_options(const std::vector<std::string>& specs);
 // `base` with every key that also appears in `overrides` replaced by the override (order: base, then new keys).

@@ -39,7 +39,7 @@ struct ImagenetConfig {
   std::filesystem::path out;
   std::vector<std::string> methods;
   std::vector<std::string> budgets;       // as given: "98", "25%", "0.5"; `none` always runs at "all"
-  std::vector<std::string> options;       // "method.key=value", applied after the plan's options
+  std::vector<std::string> options;       // "method:key=value", applied after the plan's options
   int prune_after = 8;                    // E
   int threads = 1;
   int limit = 0;                          // first N images by name (0 = all)

@@ -159,6 +159,9 @@ std::vector<VqaRow> run_vqa_eval(const VqaConfig& config) {
   params.llm_path = config.llm.string();
   params.mmproj_path = config.mmproj.string();
   params.clip_text_path = config.clip_text.string();
+  params.n_gpu_layers = config.n_gpu_layers;
+  params.vision_gpu = config.vision_gpu;
+  params.rpc_servers = config.rpc_servers;
   params.threads = config.threads;
   params.n_ctx = config.n_ctx;
   pipeline::Vlm vlm(params);
@@ -175,7 +178,7 @@ std::vector<VqaRow> run_vqa_eval(const VqaConfig& config) {
         throw Error("eval vqa: " + method + " reads layer " + std::to_string(tap.layer) + ", which is not stored in " +
                     config.mmproj.string() + " (" + std::to_string(vlm.vision_model().stored_layers()) +
                     " blocks: llama.cpp's LLaVA conversion drops the last one); choose a stored layer, e.g. --opt " + method +
-                    ".layer=-2");
+                    ":layer=-2");
       }
     }
     if (method == "none") {

@@ -38,9 +38,12 @@ std::string build_vqa_prompt(const VqaItem& item);
 struct VqaConfig {
   std::filesystem::path data, llm, mmproj, out;
   std::filesystem::path clip_text;   // CLIP folder for CDPruner's relevance=clip (optional)
+  int n_gpu_layers = 0;                  // -ngl
+  bool vision_gpu = false;               // --mmproj-offload (libmtmd families)
+  std::vector<std::string> rpc_servers;  // --rpc host:port
   std::vector<std::string> methods;  // `none` is always run too: retention is measured against it
   std::vector<std::string> budgets;  // as given ("64", "25%"); `none` runs once at "all"
-  std::vector<std::string> options;  // "method.key=value"
+  std::vector<std::string> options;  // "method:key=value"
   int threads = 0;                   // 0 = all cores
   int n_predict = 16;                // answer tokens at most (greedy)
   int n_ctx = 4096;

@@ -20,7 +20,7 @@ const Family& llava15() {
               {"hiprune", Support::Official, {}, "Danielement321/HiPrune@6e83a12 LLaVA/llava/model/llava_arch.py:140-184"},
               {"prumerge", Support::Official, {}, "42Shawn/LLaVA-PruMerge@097c041 clip_encoder.py:85-171 (layer 23: a Hugging Face CLIP tower; llama.cpp's mmproj drops it)"},
               {"prumerge_plus", Support::Official, {}, "42Shawn/LLaVA-PruMerge@097c041 clip_encoder.py:174-281"},
-              {"dfmr", Support::Adapted, {}, "LLaVA-Zip has no public code: vtprune's reconstruction of the paper (methods.md §3)"},
+              {"dfmr", Support::Adapted, {}, "LLaVA-Zip has no public code: vtprune's reconstruction of the paper, every assumption an option (`vtprune methods dfmr`)"},
               {"visionzip", Support::Official, {}, "dvlab-research/VisionZip@3151f6d clip_encoder.py:42-85"},
               {"fastervlm", Support::Official, {}, "Theia-4869/FasterVLM@f5d5f12 llava_arch.py:141-155"},
               {"divprune", Support::Official, {}, "vbdi/divprune@799e2d9 llava_arch.py:147-171"},

@@ -90,6 +90,28 @@ std::optional<uint32_t> GgufFile::find_u32(std::string_view key) const {
               ", expected a non-negative u32");
 }
 
+std::optional<int64_t> GgufFile::find_int(std::string_view key) const {
+  const int64_t id = key_id(key, false);
+  if (id < 0) return std::nullopt;
+  const gguf_context* g = gguf_.get();
+  switch (gguf_get_kv_type(g, id)) {
+    case GGUF_TYPE_UINT8: return gguf_get_val_u8(g, id);
+    case GGUF_TYPE_INT8: return gguf_get_val_i8(g, id);
+    case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
+    case GGUF_TYPE_INT16: return gguf_get_val_i16(g, id);
+    case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
+    case GGUF_TYPE_INT32: return gguf_get_val_i32(g, id);
+    case GGUF_TYPE_UINT64: {
+      const uint64_t v = gguf_get_val_u64(g, id);
+      return v > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(v);
+    }
+    case GGUF_TYPE_INT64: return gguf_get_val_i64(g, id);
+    default:
+      throw Error(where() + ": metadata key " + std::string(key) + " has type " + gguf_type_name(gguf_get_kv_type(g, id)) +
+                  ", expected an integer");
+  }
+}
+
 uint32_t GgufFile::u32(std::string_view key) const {
   key_id(key, true);
   return *find_u32(key);

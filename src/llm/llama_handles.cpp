@@ -1,5 +1,12 @@
 #include "llama_handles.h"
 
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <mutex>
 #include <set>
@@ -33,10 +40,40 @@ std::shared_ptr<void> acquire_backend() {
   return fresh;
 }
 
+namespace {
+
+// ggml's RPC client aborts the process when it cannot connect (ggml-rpc.cpp: "Failed to connect"), so the
+// endpoint is tried first: a TCP connection with a 5 s limit.
+bool rpc_endpoint_reachable(const std::string& host, const std::string& port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return false;
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> list(found, &freeaddrinfo);
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    bool ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    if (!ok && errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int error = 0;
+      socklen_t len = sizeof error;
+      ok = poll(&p, 1, 5000) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0;
+    }
+    close(fd);
+    if (ok) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void add_rpc_servers(const std::vector<std::string>& endpoints) {
   ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
   if (rpc == nullptr) {
-    throw InputError("--rpc: this build of llama.cpp has no RPC backend (build with VTPRUNE_RPC=1 scripts/setup.sh, "
+    throw InputError("--rpc: this build of llama.cpp has no RPC backend (VTPRUNE_RPC=0 left it out: re-run scripts/setup.sh without it, "
                      "or cmake -DGGML_RPC=ON)");
   }
   using AddServer = ggml_backend_reg_t (*)(const char*);
@@ -52,6 +89,9 @@ void add_rpc_servers(const std::vector<std::string>& endpoints) {
       throw InputError("--rpc: '" + endpoint + "' is not host:port");
     }
     if (registered.count(endpoint)) continue;
+    if (!rpc_endpoint_reachable(endpoint.substr(0, colon), endpoint.substr(colon + 1))) {
+      throw InputError("--rpc: cannot connect to the RPC server " + endpoint + " (is ggml-rpc-server running there?)");
+    }
     ggml_backend_reg_t reg = add_server(endpoint.c_str());
     if (reg == nullptr) throw Error("--rpc: cannot add the RPC server " + endpoint);
     ggml_backend_register(reg);

@@ -5,7 +5,10 @@
 #include <fstream>
 #include <string>
 
+#include <optional>
+
 #include "llama_handles.h"
+#include "vtprune/gguf_file.h"
 #include "vtprune/reduce.h"  // Error
 
 namespace vtprune::llm::detail {
@@ -13,33 +16,6 @@ namespace vtprune::llm::detail {
 namespace {
 
 constexpr int64_t kMaxLayers = 512;  // LLAMA_MAX_LAYERS (src/llama-hparams.h): libllama asserts beyond it
-
-bool is_integer_key(gguf_type type) {
-  switch (type) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16:
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64:
-      return true;
-    default:
-      return false;
-  }
-}
-
-int64_t integer_value(const gguf_context* g, int64_t id) {
-  switch (gguf_get_kv_type(g, id)) {
-    case GGUF_TYPE_UINT8: return gguf_get_val_u8(g, id);
-    case GGUF_TYPE_INT8: return gguf_get_val_i8(g, id);
-    case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
-    case GGUF_TYPE_INT16: return gguf_get_val_i16(g, id);
-    case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
-    case GGUF_TYPE_INT32: return gguf_get_val_i32(g, id);
-    case GGUF_TYPE_UINT64: {
-      const uint64_t v = gguf_get_val_u64(g, id);
-      return v > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(v);
-    }
-    case GGUF_TYPE_INT64: return gguf_get_val_i64(g, id);
-    default: return 0;
-  }
-}
 
 // Weight types no ggml matmul / get_rows kernel accepts: loading succeeds, the first decode aborts.
 bool is_unusable_weight_type(ggml_type type) {
@@ -73,51 +49,40 @@ void TokenEmbeddingTable::read_rows(std::span<const int32_t> tokens, float* out)
 }
 
 LlmFileFacts inspect_llm_file(const std::string& path) {
-  ggml_context* meta_raw = nullptr;
-  gguf_init_params params{/*no_alloc=*/true, &meta_raw};
-  GgufContextPtr gguf(gguf_init_from_file(path.c_str(), params));
-  GgmlContextPtr meta(meta_raw);
-  LlmFileFacts facts;
-  if (!gguf || !meta) return facts;  // libllama reports an unreadable header as a load failure
-
-  const int64_t arch_id = gguf_find_key(gguf.get(), "general.architecture");
-  if (arch_id >= 0 && gguf_get_kv_type(gguf.get(), arch_id) == GGUF_TYPE_STRING) {
-    facts.architecture = gguf_get_val_str(gguf.get(), arch_id);
+  std::optional<io::GgufFile> file;
+  try {
+    file.emplace(path, "LLM model");
+  } catch (const Error&) {
+    return {};  // libllama reports an unreadable header as a load failure, with its own words
   }
+  LlmFileFacts facts;
+  facts.architecture = file->find_str("general.architecture").value_or("");
   if (!facts.architecture.empty()) {
     const std::string key = facts.architecture + ".block_count";
-    const int64_t id = gguf_find_key(gguf.get(), key.c_str());
-    if (id >= 0 && is_integer_key(gguf_get_kv_type(gguf.get(), id))) {
-      const int64_t block_count = integer_value(gguf.get(), id);
-      if (block_count < 1 || block_count > kMaxLayers) {
-        throw Error("LLM model " + path + ": " + key + " is " + std::to_string(block_count) +
-                    ", outside 1.." + std::to_string(kMaxLayers) + " (corrupt or unsupported file)");
+    if (const std::optional<int64_t> block_count = file->find_int(key)) {
+      if (*block_count < 1 || *block_count > kMaxLayers) {
+        throw Error("LLM model " + path + ": " + key + " is " + std::to_string(*block_count) + ", outside 1.." +
+                    std::to_string(kMaxLayers) + " (corrupt or unsupported file)");
       }
     }
   }
-
-  const int64_t n_tensors = gguf_get_n_tensors(gguf.get());
-  for (int64_t i = 0; i < n_tensors; ++i) {
-    const ggml_type type = gguf_get_tensor_type(gguf.get(), i);
+  for (const io::GgufTensorInfo& t : file->tensors()) {
+    const auto type = static_cast<ggml_type>(t.type);
     if (is_unusable_weight_type(type)) {
-      throw Error("LLM model " + path + ": tensor " + gguf_get_tensor_name(gguf.get(), i) + " has type " +
-                  ggml_type_name(type) + ", which no weight kernel takes (expected a float or quantised type)");
+      throw Error("LLM model " + path + ": tensor " + t.name + " has type " + ggml_type_name(type) +
+                  ", which no weight kernel takes (expected a float or quantised type)");
     }
   }
-
-  const char* embd_name = "token_embd.weight";
-  const int64_t embd_id = gguf_find_tensor(gguf.get(), embd_name);
-  const ggml_tensor* embd = ggml_get_tensor(meta.get(), embd_name);
-  if (embd_id >= 0 && embd != nullptr && ggml_n_dims(embd) == 2) {
+  const io::GgufTensorInfo* embd = file->find_tensor("token_embd.weight");
+  if (embd != nullptr && embd->ne.size() == 2) {
     TokenEmbeddingTable& table = facts.token_embeddings;
     table.path = path;
-    table.type = embd->type;
+    table.type = static_cast<ggml_type>(embd->type);
     table.n_embd = embd->ne[0];
     table.n_vocab = embd->ne[1];
-    table.row_bytes = ggml_row_size(embd->type, embd->ne[0]);
-    table.file_offset = gguf_get_data_offset(gguf.get()) + gguf_get_tensor_offset(gguf.get(), embd_id);
-    facts.has_token_embeddings =
-        embd->type == GGML_TYPE_F32 || ggml_get_type_traits(embd->type)->to_float != nullptr;
+    table.row_bytes = ggml_row_size(table.type, embd->ne[0]);
+    table.file_offset = embd->offset;
+    facts.has_token_embeddings = table.type == GGML_TYPE_F32 || ggml_get_type_traits(table.type)->to_float != nullptr;
   }
   return facts;
 }

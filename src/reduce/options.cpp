@@ -218,8 +218,8 @@ int64_t Budget::resolve(int64_t n) const {
       return count;
     case Kind::Ratio:
       if (!(ratio > 0.0 && ratio <= 1.0)) throw Error("budget ratio " + std::to_string(ratio) + " must be in (0, 1]");
-      if (const int64_t count = reduce::round_half_even(ratio * static_cast<double>(n)); count >= 1) {
-        return std::min(count, n);
+      if (const int64_t rounded = reduce::round_half_even(ratio * static_cast<double>(n)); rounded >= 1) {
+        return std::min(rounded, n);
       }
       throw Error("budget ratio " + to_string() + " of " + std::to_string(n) + " tokens rounds to 0 (half to even, as "
                   "the official code counts): give a larger ratio or a count");

@@ -67,6 +67,47 @@ std::unique_ptr<Reducer> make_reducer(std::string_view name, const std::vector<s
   return e.make(Options::parse(name, e.info().options, options));
 }
 
+MethodSpec parse_method_spec(std::string_view spec) {
+  MethodSpec m;
+  size_t start = 0;
+  for (;;) {
+    const size_t colon = spec.find(':', start);
+    const std::string part(spec.substr(start, colon == std::string_view::npos ? std::string_view::npos : colon - start));
+    if (start == 0) {
+      m.name = part;
+      method_info(m.name);  // throws, listing the known methods
+    } else if (part.find('=') == std::string::npos || part.front() == '=') {
+      throw Error("method spec '" + std::string(spec) + "': '" + part + "' is not key=value (expected " + m.name +
+                  ":key=value, e.g. prumerge:layer=-2)");
+    } else {
+      m.options.push_back(part);
+    }
+    if (colon == std::string_view::npos) break;
+    start = colon + 1;
+  }
+  return m;
+}
+
+std::optional<MethodSpec> parse_routed_option(std::string_view option) {
+  const size_t eq = option.find('='), colon = option.find(':');
+  if (eq == std::string_view::npos || eq == 0) {
+    throw Error("option '" + std::string(option) + "': expected key=value or method:key=value (e.g. prumerge:layer=-2)");
+  }
+  if (colon == std::string_view::npos || colon > eq) {
+    const std::string_view key = option.substr(0, eq);
+    if (const size_t dot = key.find('.'); dot != std::string_view::npos) {
+      throw Error("option '" + std::string(option) + "': a method's option is written " + std::string(key.substr(0, dot)) + ":" +
+                  std::string(option.substr(dot + 1)) + " (method:key=value)");
+    }
+    return std::nullopt;
+  }
+  MethodSpec m = parse_method_spec(option);
+  if (m.options.size() != 1) {
+    throw Error("option '" + std::string(option) + "': expected one method:key=value");
+  }
+  return m;
+}
+
 std::string describe(const MethodInfo& m) {
   std::ostringstream os;
   os << m.name << " — " << m.keeps << "\n";

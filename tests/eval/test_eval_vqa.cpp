@@ -58,7 +58,7 @@ class EvalVqa : public ::testing::Test {
     const fs::path model = *dir_ / "model";
     return test::vtprune_binary().string() + " eval vqa --data " + (*dir_ / "data" / "set.jsonl").string() + " -m " +
            (model / "llm.gguf").string() + " --mmproj " + (model / "mmproj.gguf").string() +
-           " --methods hiprune,prumerge --budgets 64,16 --opt prumerge.layer=-2 --threads 1 -n 3 -c 2048 --out " +
+           " --methods hiprune,prumerge --budgets 64,16 --opt prumerge:layer=-2 --threads 1 -n 3 -c 2048 --out " +
            out.string() + " " + extra;
   }
   static std::unique_ptr<fs::path> dir_;
@@ -132,7 +132,7 @@ TEST_F(EvalVqa, WritesAnswersAndResultsThenResumes) {
 
   // A run with other settings refuses the folder instead of mixing answers.
   std::string refused;
-  EXPECT_NE(test::run_command(command(out, "--opt hiprune.alpha=0.2"), &refused), 0);
+  EXPECT_NE(test::run_command(command(out, "--opt hiprune:alpha=0.2"), &refused), 0);
   EXPECT_NE(refused.find("other settings"), std::string::npos) << refused;
 }
 
@@ -146,10 +146,10 @@ TEST_F(EvalVqa, MethodOptionErrorsComeFirst) {
   EXPECT_NE(test::run_command(base + " --methods prumerge --budgets 64", &log), 0);
   EXPECT_NE(log.find("not stored"), std::string::npos) << log;
   EXPECT_NE(test::run_command(base + " --methods hiprune --budgets 64 --opt layer=3", &log), 0);
-  EXPECT_NE(log.find("method.key=value"), std::string::npos) << log;
-  EXPECT_NE(test::run_command(base + " --methods hiprune --budgets 64 --opt pool.stride=2", &log), 0);
+  EXPECT_NE(log.find("method:key=value"), std::string::npos) << log;
+  EXPECT_NE(test::run_command(base + " --methods hiprune --budgets 64 --opt pool:stride=2", &log), 0);
   EXPECT_NE(log.find("not in --methods"), std::string::npos) << log;
-  EXPECT_NE(test::run_command(base + " --methods hiprune --budgets 64 --opt hiprune.nosuch=1", &log), 0);
+  EXPECT_NE(test::run_command(base + " --methods hiprune --budgets 64 --opt hiprune:nosuch=1", &log), 0);
   EXPECT_NE(log.find("nosuch"), std::string::npos) << log;
 }
 

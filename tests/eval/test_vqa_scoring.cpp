@@ -195,10 +195,11 @@ TEST(AppendLog, DropsTruncatedLastLineAndAppends) {
 }
 
 TEST(MethodOptions, ParseAndMerge) {
-  const auto parsed = parse_method_options({"prumerge.layer=-2", "hiprune.alpha=0.2", "prumerge.k_nn=8"});
+  const auto parsed = parse_method_options({"prumerge:layer=-2", "hiprune:alpha=0.2", "prumerge:k_nn=8"});
   EXPECT_EQ(parsed.at("prumerge"), (std::vector<std::string>{"layer=-2", "k_nn=8"}));
   EXPECT_THROW(parse_method_options({"layer=-2"}), Error);
-  EXPECT_THROW(parse_method_options({"nosuch.layer=1"}), Error);
+  EXPECT_THROW(parse_method_options({"nosuch:layer=1"}), Error);
+  EXPECT_THROW(parse_method_options({"prumerge.layer=-2"}), Error);  // the older syntax: the error shows the new one
   EXPECT_EQ(merge_options({"object_layer=4", "deep_layer=7"}, {"deep_layer=5", "alpha=0.2"}),
             (std::vector<std::string>{"object_layer=4", "deep_layer=5", "alpha=0.2"}));
   EXPECT_EQ(split_list(" none, hiprune ,,pool"), (std::vector<std::string>{"none", "hiprune", "pool"}));

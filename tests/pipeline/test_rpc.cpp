@@ -1,9 +1,10 @@
 // The LLM on ggml's RPC backend: llama.cpp's rpc-server (built from the same pinned source) on loopback holds
 // every LLM layer (-ngl 99, --rpc 127.0.0.1:PORT), and the pipeline answers as the local CPU run does. Built
-// only with VTPRUNE_RPC=ON (scripts/test-rpc.sh).
+// when the RPC backend is (VTPRUNE_RPC, on by default).
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <cmath>
 #include <thread>
 
@@ -33,7 +35,7 @@ bool port_accepts(int port) {
   return ok;
 }
 
-// rpc-server -H 127.0.0.1 -p PORT as a child process, killed when the object goes.
+// ggml-rpc-server -H 127.0.0.1 -p PORT as a child process, killed when the object goes.
 class RpcServer {
  public:
   explicit RpcServer(int port) : port_(port) {
@@ -42,7 +44,12 @@ class RpcServer {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    if (posix_spawn(&pid_, bin.c_str(), nullptr, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_t io;
+    posix_spawn_file_actions_init(&io);
+    posix_spawn_file_actions_addopen(&io, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&io, 1, 2);
+    if (posix_spawn(&pid_, bin.c_str(), &io, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&io);
   }
   ~RpcServer() {
     if (pid_ > 0) {
@@ -58,9 +65,14 @@ class RpcServer {
     return false;
   }
   std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string log() const {
+    std::ifstream in(log_);
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
 
  private:
   int port_;
+  std::filesystem::path log_ = test::temp_dir("rpc-server") / "log.txt";
   pid_t pid_ = -1;
 };
 
@@ -81,7 +93,7 @@ TEST(Rpc, LlmOnLoopbackRpcServerAnswersAsTheLocalRun) {
   const auto pair = test::TestPair::make("tiny", &log);
   ASSERT_NE(pair, nullptr) << log;
   RpcServer server(free_port());
-  ASSERT_TRUE(server.wait_ready()) << "rpc-server did not start (" << VTPRUNE_RPC_SERVER << ")";
+  ASSERT_TRUE(server.wait_ready()) << "ggml-rpc-server did not start (" << VTPRUNE_RPC_SERVER << ")";
 
   VlmParams p;
   p.llm_path = (pair->dir / "llm.gguf").string();
@@ -91,6 +103,8 @@ TEST(Rpc, LlmOnLoopbackRpcServerAnswersAsTheLocalRun) {
   p.rpc_servers = {server.endpoint()};
   p.n_gpu_layers = 99;
   Vlm remote(p);
+  // the server holds the layers: it was connected to and allocated the model's buffers
+  EXPECT_NE(server.log().find("Accepted client connection"), std::string::npos) << server.log();
 
   for (const auto& [method, budget] : std::vector<std::pair<std::string, Budget>>{{"none", Budget::all()}, {"hiprune", Budget::tokens(64)}}) {
     SCOPED_TRACE(method);
@@ -118,6 +132,26 @@ TEST(Rpc, LlmOnLoopbackRpcServerAnswersAsTheLocalRun) {
       diff = std::max(diff, std::abs(got[i] - want[i]));
     }
     EXPECT_LE(diff, 5e-3f * scale) << "max |diff| " << diff << " of max |logit| " << scale;
+  }
+}
+
+// An endpoint nobody listens on, or not host:port, is one clear error (ggml's RPC client itself would abort).
+TEST(Rpc, UnreachableOrMalformedEndpointIsAnInputError) {
+  std::string log;
+  const auto dir = test::temp_dir("rpc-bad");
+  ASSERT_EQ(test::run_command(test::vtprune_binary().string() + " make-test-model --shape tiny --out " + dir.string(), &log), 0) << log;
+  VlmParams p;
+  p.llm_path = (dir / "llm.gguf").string();
+  p.mmproj_path = (dir / "mmproj.gguf").string();
+  p.n_gpu_layers = 99;
+  for (const std::string& endpoint : {"127.0.0.1:" + std::to_string(free_port()), std::string("localhost"), std::string("h:x1")}) {
+    p.rpc_servers = {endpoint};
+    try {
+      Vlm vlm(p);
+      ADD_FAILURE() << endpoint << " was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(endpoint), std::string::npos) << e.what();
+    }
   }
 }
 

@@ -91,3 +91,32 @@ TEST(Describe, ListsEveryOptionWithDefault) {
 
 }  // namespace
 }  // namespace vtprune
+
+namespace vtprune {
+namespace {
+
+// One syntax for method options on every command line (bench --methods, eval / viz --opt).
+TEST(MethodSpecs, OneSyntaxForEveryCommand) {
+  const MethodSpec spec = parse_method_spec("prumerge:layer=-2:k_nn=8");
+  EXPECT_EQ(spec.name, "prumerge");
+  EXPECT_EQ(spec.options, (std::vector<std::string>{"layer=-2", "k_nn=8"}));
+  EXPECT_EQ(parse_method_spec("none").options.size(), 0u);
+  EXPECT_THROW(parse_method_spec("nosuch:layer=1"), Error);
+  EXPECT_THROW(parse_method_spec("prumerge:layer"), Error);
+  const auto routed = parse_routed_option("hiprune:alpha=0.2");
+  ASSERT_TRUE(routed.has_value());
+  EXPECT_EQ(routed->name, "hiprune");
+  EXPECT_EQ(routed->options, std::vector<std::string>{"alpha=0.2"});
+  EXPECT_FALSE(parse_routed_option("alpha=0.2").has_value());  // every chosen method that has the option
+  try {
+    parse_routed_option("prumerge.layer=-2");
+    ADD_FAILURE() << "the older method.key=value was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("prumerge:layer=-2"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_routed_option("layer"), Error);
+  EXPECT_THROW(parse_routed_option("hiprune:alpha=0.2:beta=1"), Error);
+}
+
+}  // namespace
+}  // namespace vtprune
