@@ -6,7 +6,9 @@
 // Each repeat is a new conversation (its own image: the file's bytes plus a varying PNG comment chunk, so no cache
 // knows it; its own system prompt): turn 1 asks about the image, turn 2 sends the whole history back with the
 // answer and a new question, as chat UIs do. The two servers take turns (on, off, on, off, ...), one request at a
-// time. TTFT is measured by the client: request sent -> first content token of the stream.
+// time. TTFT is the server's own (vtprune.timings in the stream's last chunk: queue + request start to the first
+// sampled token); the client's time to the first non-empty content chunk is kept as clientTtft (random weights
+// often sample tokens without visible text first, which makes it a poor TTFT).
 'use strict';
 
 const fs = require('node:fs');
@@ -52,6 +54,7 @@ async function ask(url, messages) {
   });
   if (res.status !== 200) throw new Error(`${url}: HTTP ${res.status} ${await res.text()}`);
   let ttft = null;
+  let serverTtft = null;
   let answer = '';
   let usage = null;
   let images = null;
@@ -66,16 +69,21 @@ async function ask(url, messages) {
       if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
       const chunk = JSON.parse(event.slice(6));
       if (chunk.usage) usage = chunk.usage;
-      if (chunk.vtprune) images = chunk.vtprune.images;
+      if (chunk.vtprune) {
+        images = chunk.vtprune.images;
+        if (chunk.vtprune.timings) serverTtft = chunk.vtprune.timings.ttft_ms + (chunk.vtprune.timings.queue_ms ?? 0);
+      }
       for (const choice of chunk.choices ?? []) {
-        if (choice.delta?.content !== undefined) {
+        if (choice.delta?.content) {
           if (ttft === null) ttft = performance.now() - t0;
           answer += choice.delta.content;
         }
       }
     }
   }
-  return { ttft, answer, usage, images };
+  // TTFT: the server's own (queue + request start to the first sampled token; random weights often sample
+  // tokens with no visible text first, so the first content chunk can come many tokens later: `client_ttft`).
+  return { ttft: serverTtft ?? ttft, clientTtft: ttft, answer, usage, images };
 }
 
 const median = (v) => {
