@@ -4,7 +4,8 @@
 // in the colour of their role (HiPrune anchors / buffers / registers, PruMerge outliers / uniform samples,
 // VisionZip dominant / contextual tokens), pruned tokens dimmed, pooling windows outlined, and with
 // --neighbourhood K the source tokens merged into kept token K (PruMerge, VisionZip). A legend explains
-// the colours.
+// the colours. Prompt-conditioned methods (CDPruner) also show the relevance of every patch to --prompt as a
+// heat layer (CLIP's text tower from --clip-text: relevance=clip, the method's official form).
 //
 // Options: `--opt key=value` goes to every chosen method that has the option (an option no chosen method
 // has is an error); `--opt method:key=value` to that method only.
@@ -19,6 +20,7 @@
 
 #include "commands.h"
 #include "vtprune/draw.h"
+#include "vtprune/text.h"
 #include "vtprune/vision.h"
 
 namespace vtprune::cli {
@@ -29,6 +31,7 @@ struct VizArgs {
   std::vector<std::string> methods;
   std::string budget = "25%";
   std::vector<std::string> options;
+  std::string prompt, clip_text;  // CDPruner's relevance: the question and CLIP's text tower
   int neighbourhood = -1;
   int threads = 0;
   int panel = 448;
@@ -63,6 +66,7 @@ draw::Color role_color(TokenRole role) {
 constexpr draw::Color kInk{33, 33, 33, 255};
 constexpr draw::Color kMuted{95, 95, 95, 255};
 constexpr draw::Color kDim{12, 14, 22, 165};  // over pruned cells
+constexpr draw::Color kHeat{255, 40, 200, 255};  // prompt relevance (alpha scaled per patch)
 
 // "a:b=c" -> method a, "b=c"; "b=c" -> every method that has option b.
 std::map<std::string, std::vector<std::string>> route_options(const std::vector<std::string>& methods,
@@ -118,6 +122,16 @@ draw::Canvas draw_panel(const vision::RgbImage& pixels, const EncoderInfo& info,
     if (auto p = patch_of(r, info, r.kept[i])) role_of[static_cast<size_t>(*p)] = static_cast<int>(r.roles[i]);
   }
 
+  // Prompt relevance (CDPruner) as heat under everything else: min-max scaled per panel, transparent at the least
+  // relevant patch, strongest at the most relevant one.
+  if (r.relevance.size() == static_cast<size_t>(grid.size())) {
+    const auto [lo, hi] = std::minmax_element(r.relevance.begin(), r.relevance.end());
+    const double span = *hi - *lo;
+    for (int p = 0; p < grid.size(); ++p) {
+      const double t = span > 0 ? (r.relevance[static_cast<size_t>(p)] - *lo) / span : 1.0;
+      panel.fill_rect(cell_x(p), cell_y(p), cell, cell, {kHeat.r, kHeat.g, kHeat.b, static_cast<uint8_t>(std::lround(170 * t))});
+    }
+  }
   if (!pooled) {
     for (int p = 0; p < grid.size(); ++p) {
       if (role_of[static_cast<size_t>(p)] < 0) panel.fill_rect(cell_x(p), cell_y(p), cell, cell, kDim);
@@ -228,7 +242,25 @@ int run_viz(const VizArgs& args) {
   const vision::RgbImage pixels = vision::prepare_pixels(vision::load_image(args.image), model.preprocess_recipe());
   const vision::EncoderResult encoded = model.encode(vision::normalize(pixels, model.preprocess_recipe()), merged,
                                                      {.threads = threads});
-  const EncoderOutput view = encoded.view();
+  EncoderOutput view = encoded.view();
+  // CDPruner's official relevance: CLIP text_embeds of the prompt against visual_projection(post_layernorm(the
+  // patch features)), as the pipeline computes them.
+  text::Embeddings text_rows, image_rows;
+  if (merged.prompt_embeddings) {
+    throw Error("viz: relevance=llm needs the LLM's token embeddings, which viz does not load: use relevance=clip with "
+                "--clip-text DIR --prompt TEXT, or relevance=none");
+  }
+  if (merged.text_embeds || merged.image_embeds) {
+    if (args.clip_text.empty() || args.prompt.empty()) {
+      throw Error("viz: cdpruner's relevance=clip needs --clip-text DIR (a Hugging Face CLIP folder) and --prompt TEXT; "
+                  "or choose --opt cdpruner:relevance=none");
+    }
+    const auto clip = text::ClipTextModel::load(args.clip_text);
+    text_rows = clip.text_embeds(args.prompt, threads);
+    image_rows = clip.image_embeds(view.features, threads);
+    view.text_embeds = text_rows.view();
+    view.image_embeds = image_rows.view();
+  }
   for (MethodRun& run : runs) {
     try {
       run.reduction = run.reducer->reduce(view, budget);
@@ -284,6 +316,12 @@ int run_viz(const VizArgs& args) {
     legend.push_back({"pruned (dimmed)", [](draw::Canvas& cv, double x, double y) {
                         cv.fill_rect(x, y, 16, 16, {150, 150, 150, 255});
                         cv.fill_rect(x, y, 16, 16, kDim);
+                      }});
+  }
+  if (std::any_of(runs.begin(), runs.end(), [](const MethodRun& run) { return !run.reduction.relevance.empty(); })) {
+    legend.push_back({"relevance to the prompt (heat)", [](draw::Canvas& cv, double x, double y) {
+                        cv.fill_rect(x, y, 16, 16, {120, 120, 120, 255});
+                        cv.fill_rect(x, y, 16, 16, {kHeat.r, kHeat.g, kHeat.b, 170});
                       }});
   }
   if (neighbourhood_shown) {
@@ -372,6 +410,9 @@ void add_viz(CLI::App& app, Action& action) {
       ->delimiter(',');
   cmd->add_option("--budget", args->budget, "token budget: 64 | 0.25 | 25% | all")->capture_default_str();
   cmd->add_option("--opt", args->options, "method option key=value (to every method that has it) or method:key=value");
+  cmd->add_option("-p,--prompt", args->prompt, "the question, for prompt-conditioned methods (cdpruner)");
+  cmd->add_option("--clip-text", args->clip_text,
+                  "Hugging Face CLIP folder (text tower, visual_projection, vocab.json, merges.txt) for cdpruner's relevance");
   cmd->add_option("--neighbourhood", args->neighbourhood,
                   "show the merge neighbourhood of this kept token (index into the kept list; PruMerge, VisionZip)");
   cmd->add_option("--threads,-t", args->threads, "CPU threads (default: all cores)");

@@ -139,6 +139,31 @@ TEST_F(Viz, NeighbourhoodIsTinted) {
   EXPECT_NE(out.find("prumerge_plus"), std::string::npos);
 }
 
+// CDPruner's relevance to the prompt is drawn as a heat layer: another prompt gives other relevance, so other
+// pixels inside the panel; the official relevance needs CLIP's text tower and says so without it.
+TEST_F(Viz, CdprunerRelevanceIsAHeatLayer) {
+  const fs::path dir = test::temp_dir("viz-cdp");
+  int rc = 0;
+  const std::string base = "--methods cdpruner --budget 64 --panel 240 ";
+  const std::string refused = viz(base + "--prompt 'the dog' --out " + (dir / "x.png").string(), &rc);
+  EXPECT_EQ(rc, 1) << refused;
+  EXPECT_NE(refused.find("--clip-text"), std::string::npos) << refused;
+  const std::string clip = " --clip-text " + (*model_dir_ / "clip").string() + " ";
+  const std::string a_out = viz(base + clip + "--prompt 'the dog is at the door' --out " + (dir / "a.png").string(), &rc);
+  ASSERT_EQ(rc, 0) << a_out;
+  const std::string b_out = viz(base + clip + "--prompt 'a cat' --out " + (dir / "b.png").string(), &rc);
+  ASSERT_EQ(rc, 0) << b_out;
+  const std::string n_out = viz(base + "--opt relevance=none --out " + (dir / "none.png").string(), &rc);
+  ASSERT_EQ(rc, 0) << n_out;
+  const auto a = vision::load_image(dir / "a.png"), b = vision::load_image(dir / "b.png");
+  const PanelInfo p = parse_panels(a_out).at(0);
+  size_t differ = 0;
+  for (int y = p.y; y < p.y + p.grid_h * p.cell; ++y) {
+    for (int x = p.x; x < p.x + p.grid_w * p.cell; ++x) differ += a.at(x, y, 0) != b.at(x, y, 0);
+  }
+  EXPECT_GT(differ, 1000u) << "another prompt should change the relevance heat";
+}
+
 TEST_F(Viz, MethodThatCannotRunIsNamed) {
   const fs::path png = test::temp_dir("viz") / "viz.png";
   int rc = 0;
