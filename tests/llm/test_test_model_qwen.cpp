@@ -14,6 +14,7 @@
 
 #include "gguf.h"
 #include "llama.h"
+#include "gguf_tables.h"
 #include "llm_test_util.h"
 
 namespace vtprune::test {
@@ -39,17 +40,7 @@ const std::vector<std::string> kSpecials = {
     "<|image_pad|>", "<|video_pad|>", "<tool_call>",    "</tool_call>",         "<|fim_prefix|>",     "<|fim_middle|>",
     "<|fim_suffix|>", "<|fim_pad|>",  "<|repo_name|>",  "<|file_sep|>"};
 
-struct GgufFree {
-  void operator()(gguf_context* g) const { gguf_free(g); }
-};
-using Gguf = std::unique_ptr<gguf_context, GgufFree>;
 
-Gguf read_header(const std::string& path) {
-  gguf_init_params params{/*no_alloc=*/true, nullptr};
-  Gguf g(gguf_init_from_file(path.c_str(), params));
-  EXPECT_TRUE(g) << path;
-  return g;
-}
 
 int64_t key(const Gguf& g, const char* name) {
   const int64_t id = gguf_find_key(g.get(), name);
@@ -80,20 +71,6 @@ std::vector<int32_t> ints(const Gguf& g, const char* name) {
   return {p, p + gguf_get_arr_n(g.get(), id)};
 }
 
-struct TensorInfo {
-  std::vector<int64_t> ne;
-  ggml_type type;
-};
-std::map<std::string, TensorInfo> tensor_table(const Gguf& g) {
-  std::map<std::string, TensorInfo> out;
-  for (int64_t i = 0; i < gguf_get_n_tensors(g.get()); ++i) {
-    const int64_t* ne = gguf_get_tensor_ne(g.get(), i);
-    std::vector<int64_t> shape(ne, ne + GGML_MAX_DIMS);
-    while (shape.size() > 1 && shape.back() == 1) shape.pop_back();
-    out[gguf_get_tensor_name(g.get(), i)] = {shape, gguf_get_tensor_type(g.get(), i)};
-  }
-  return out;
-}
 
 // The tensor table llama.cpp's converter writes for a Qwen2.5-VL language model (tied embeddings).
 std::map<std::string, TensorInfo> expected_tensors(int64_t d, int64_t ff, int n_layer, int64_t kv, int64_t vocab,
@@ -119,19 +96,6 @@ std::map<std::string, TensorInfo> expected_tensors(int64_t d, int64_t ff, int n_
   return t;
 }
 
-void expect_tables_equal(const std::map<std::string, TensorInfo>& got, const std::map<std::string, TensorInfo>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  for (const auto& [name, info] : want) {
-    const auto it = got.find(name);
-    if (it == got.end()) {
-      ADD_FAILURE() << "missing tensor " << name;
-      continue;
-    }
-    EXPECT_EQ(it->second.ne, info.ne) << name;
-    EXPECT_EQ(it->second.type, info.type) << name << ": " << ggml_type_name(it->second.type);
-  }
-  for (const auto& [name, info] : got) EXPECT_TRUE(want.count(name)) << "unexpected tensor " << name;
-}
 
 // Everything the qwen2vl metadata must say, for a vocabulary of n_vocab with the specials at n_vocab - 293.
 void expect_qwen_metadata(const Gguf& g, const llm::TestLlmShape& s, const std::vector<int32_t>& sections) {

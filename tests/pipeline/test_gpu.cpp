@@ -20,15 +20,7 @@ namespace {
 // models' logits are O(1); a wrong position or row would move them by O(1)), greedy answers exactly.
 constexpr float kLogitTolerance = 1e-2f;
 
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b, float* scale) {
-  float diff = 0;
-  *scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    *scale = std::max(*scale, std::abs(a[i]));
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-  }
-  return diff;
-}
+using test::max_abs_diff;
 
 void expect_same_answers(const std::string& shape, const std::vector<std::pair<std::string, Budget>>& runs, bool vision_gpu) {
   std::string log;

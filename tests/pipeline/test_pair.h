@@ -2,6 +2,8 @@
 // each pipeline suite sets up once in SetUpTestSuite.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -36,5 +38,16 @@ struct TestPair {
     return pair;
   }
 };
+
+// max |got - want| and (in *scale) max |want|: logits compared relative to the largest one.
+inline float max_abs_diff(const std::vector<float>& got, const std::vector<float>& want, float* scale) {
+  float diff = 0;
+  *scale = 0;
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+    *scale = std::max(*scale, std::abs(want[i]));
+    diff = std::max(diff, std::abs(got[i] - want[i]));
+  }
+  return diff;
+}
 
 }  // namespace vtprune::test

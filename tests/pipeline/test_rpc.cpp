@@ -126,11 +126,8 @@ TEST(Rpc, LlmOnLoopbackRpcServerAnswersAsTheLocalRun) {
     remote.run(r);
     const std::vector<float> got = remote.session().last_logits();
     ASSERT_EQ(got.size(), want.size());
-    float scale = 0, diff = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      scale = std::max(scale, std::abs(want[i]));
-      diff = std::max(diff, std::abs(got[i] - want[i]));
-    }
+    float scale = 0;
+    const float diff = test::max_abs_diff(got, want, &scale);
     EXPECT_LE(diff, 5e-3f * scale) << "max |diff| " << diff << " of max |logit| " << scale;
   }
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gguf.h"
+#include "gguf_tables.h"
 #include "test_support.h"
 #include "vtprune/llm.h"
 #include "vtprune/vision.h"
@@ -30,37 +31,17 @@ namespace vtprune::vision {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_tables_equal;
+using test::Gguf;
+using test::read_header;
 using test::run_command;
+using test::TensorInfo;
+using test::tensor_table;
 using test::temp_dir;
 using test::vtprune_binary;
 
-struct GgufFree {
-  void operator()(gguf_context* g) const { gguf_free(g); }
-};
-using Gguf = std::unique_ptr<gguf_context, GgufFree>;
 
-Gguf read_header(const fs::path& path) {
-  gguf_init_params params{/*no_alloc=*/true, nullptr};
-  Gguf g(gguf_init_from_file(path.c_str(), params));
-  EXPECT_TRUE(g) << path;
-  return g;
-}
 
-struct TensorInfo {
-  std::vector<int64_t> ne;
-  ggml_type type;
-  bool operator==(const TensorInfo&) const = default;
-};
-std::map<std::string, TensorInfo> tensor_table(const Gguf& g) {
-  std::map<std::string, TensorInfo> out;
-  for (int64_t i = 0; i < gguf_get_n_tensors(g.get()); ++i) {
-    const int64_t* ne = gguf_get_tensor_ne(g.get(), i);
-    std::vector<int64_t> shape(ne, ne + GGML_MAX_DIMS);
-    while (shape.size() > 1 && shape.back() == 1) shape.pop_back();
-    out[gguf_get_tensor_name(g.get(), i)] = {shape, gguf_get_tensor_type(g.get(), i)};
-  }
-  return out;
-}
 
 // What conversion/qwenvl.py (Qwen2VLVisionModel) writes for a Qwen2.5-VL vision tower: the Conv3D split into
 // two temporal halves, no position embedding / CLS / pre-LN, RMSNorm weights only, separate q/k/v with biases,
@@ -94,19 +75,6 @@ std::map<std::string, TensorInfo> expected_tensors(int64_t d, int64_t ff, int n_
   return t;
 }
 
-void expect_tables_equal(const std::map<std::string, TensorInfo>& got, const std::map<std::string, TensorInfo>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  for (const auto& [name, info] : want) {
-    const auto it = got.find(name);
-    if (it == got.end()) {
-      ADD_FAILURE() << "missing tensor " << name;
-      continue;
-    }
-    EXPECT_EQ(it->second.ne, info.ne) << name;
-    EXPECT_EQ(it->second.type, info.type) << name << ": " << ggml_type_name(it->second.type);
-  }
-  for (const auto& [name, info] : got) EXPECT_TRUE(want.count(name)) << "unexpected tensor " << name;
-}
 
 // Exactly the keys the converter writes (MmprojModel + Qwen2VLVisionModel + general.*), with their values.
 void expect_mmproj_metadata(const Gguf& g, const Qwen25VlMmprojShape& s, uint32_t file_type) {
@@ -190,7 +158,7 @@ TEST_F(VisionQwen25vl, TinyMmprojIsTheConvertersLayout) {
   const auto shape = qwen25vl_mmproj_shape("qwen2.5-vl");
   EXPECT_EQ(shape.n_layer, 4);
   EXPECT_EQ(shape.n_wa_pattern, 2);  // blocks 1 and 3 global, 0 and 2 windowed
-  const auto g = read_header(dir_ / "mmproj.gguf");
+  const auto g = read_header((dir_ / "mmproj.gguf").string());
   ASSERT_TRUE(g);
   expect_tables_equal(tensor_table(g), expected_tensors(64, 128, 4, 64, GGML_TYPE_F16, [](int64_t) { return GGML_TYPE_F16; }));
   expect_mmproj_metadata(g, shape, 1);
@@ -224,7 +192,7 @@ TEST_F(VisionQwen25vl, WeightTypesFollowTheConverter) {
     SCOPED_TRACE(ggml_type_name(c.matrix));
     const auto path = temp_dir("types") / "mmproj.gguf";
     write_test_mmproj_qwen25vl_header(path, s3b, c.type);
-    const auto g = read_header(path);
+    const auto g = read_header(path.string());
     ASSERT_TRUE(g);
     const auto matrix = [&](int64_t row) {
       return c.matrix == GGML_TYPE_Q8_0 && row % 32 != 0 ? GGML_TYPE_F16 : c.matrix;
@@ -250,7 +218,7 @@ TEST_F(VisionQwen25vl, Header3bMatchesQwen25Vl3b) {
                             dir.string(), &out), 0) << out;
   EXPECT_LT(fs::file_size(dir / "mmproj.gguf"), 1u << 20);
   EXPECT_LT(fs::file_size(dir / "llm.gguf"), 8u << 20);
-  const auto g = read_header(dir / "mmproj.gguf");
+  const auto g = read_header((dir / "mmproj.gguf").string());
   ASSERT_TRUE(g);
   EXPECT_EQ(gguf_get_n_tensors(g.get()), 519);  // 2 + 32 x 16 + 5
   const Qwen25VlMmprojShape s = qwen25vl_mmproj_shape("qwen2.5-vl-3b");
