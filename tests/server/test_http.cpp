@@ -500,3 +500,44 @@ TEST(ServerShutdown, SigtermFinishesInFlightRequestsAndExitsZero) {
 
 }  // namespace
 }  // namespace vtprune::test
+
+namespace vtprune::test {
+namespace {
+
+// CDPruner's official relevance on the server: without --clip-text it is the request's 400 naming the flag; with
+// it, the question conditions the selection, so the image cache keys on it (same question: a hit; another: a miss).
+TEST(ServerClipText, CdprunerOfficialRelevance) {
+  const std::filesystem::path clip = tiny_model().llm.parent_path() / "clip";
+  ASSERT_TRUE(std::filesystem::exists(clip / "model.safetensors")) << "make-test-model writes clip/ beside the tiny pair";
+  const std::vector<uint8_t> png = png_image(96, 64);
+  const auto ask = [&](ServerProcess& server, const std::string& question) {
+    json body = chat_body(json::array({image_part(data_uri(png)), text_part(question)}), {{"max_tokens", 2}});
+    body["vtprune"] = {{"method", "cdpruner"}, {"budget", 64}};
+    return server.client().Post("/v1/chat/completions", body.dump(), "application/json");
+  };
+  {
+    ServerProcess without({"-c", "2048"});
+    const auto res = ask(without, "Where is the dog?");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    EXPECT_NE(res->body.find("--clip-text"), std::string::npos) << res->body;
+    EXPECT_EQ(without.stop(SIGTERM), 0) << without.log();
+  }
+  ServerProcess with({"-c", "2048", "--clip-text", clip.string()});
+  const auto cached = [&](const std::string& question) {
+    const auto res = ask(with, question);
+    EXPECT_TRUE(res);
+    if (!res) return json();
+    EXPECT_EQ(res->status, 200) << res->body;
+    const json r = json::parse(res->body, nullptr, false);
+    EXPECT_EQ(r["vtprune"]["images"][0]["tokens_kept"], 64) << res->body;
+    return r["vtprune"]["images"][0]["cached"];
+  };
+  EXPECT_EQ(cached("Where is the dog?"), false);
+  EXPECT_EQ(cached("Where is the dog?"), true);
+  EXPECT_EQ(cached("What colour is the cat?"), false);
+  EXPECT_EQ(with.stop(SIGTERM), 0) << with.log();
+}
+
+}  // namespace
+}  // namespace vtprune::test
