@@ -50,4 +50,22 @@ inline float max_abs_diff(const std::vector<float>& got, const std::vector<float
   return diff;
 }
 
+// `other` (the same files on another device or host) answers request `r` as `reference` does: the same greedy
+// answer and kept count, and next-token logits after the prompt within `tolerance` of the largest logit.
+inline void expect_answers_like(pipeline::Vlm& reference, pipeline::Vlm& other, pipeline::Request r, float tolerance) {
+  const pipeline::Result want_run = reference.run(r);
+  const pipeline::Result got_run = other.run(r);
+  EXPECT_EQ(got_run.answer, want_run.answer);
+  EXPECT_EQ(got_run.tokens_kept, want_run.tokens_kept);
+  r.sampling.max_tokens = 0;
+  reference.run(r);
+  const std::vector<float> want = reference.session().last_logits();
+  other.run(r);
+  const std::vector<float> got = other.session().last_logits();
+  ASSERT_EQ(got.size(), want.size());
+  float scale = 0;
+  const float diff = max_abs_diff(got, want, &scale);
+  EXPECT_LE(diff, tolerance * scale) << "max |diff| " << diff << " of max |logit| " << scale;
+}
+
 }  // namespace vtprune::test
