@@ -79,7 +79,10 @@ size_t utf8_complete_prefix(std::string_view text);
 // oldest first; a slot passes over a job only while a better slot for it is idle (and will take it at once).
 class JobQueue {
  public:
-  JobQueue(size_t capacity, size_t slots) : capacity_(capacity), history_(slots), idle_(slots, false) {}
+  // Every slot counts as idle from the start: a slot whose worker has not reached pop() yet is not busy, and a job
+  // it will take waits in the queue for that moment (otherwise a request right after start-up, with --queue 0,
+  // would be refused as if every slot were busy).
+  JobQueue(size_t capacity, size_t slots) : capacity_(capacity), history_(slots), idle_(slots, true) {}
   enum class Push { accepted, full, closed };
   // Full when `capacity` jobs wait already beyond the ones idle slots are about to take.
   Push try_push(std::shared_ptr<Job> job);

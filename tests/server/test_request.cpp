@@ -408,3 +408,23 @@ TEST(ServerImageProbe, HeadersOfEachFormat) {
 
 }  // namespace
 }  // namespace vtprune::test
+
+#include "server/job.h"
+
+namespace vtprune::server {
+namespace {
+
+// A slot whose worker has not reached pop() yet is not busy: right after start-up, with no queue, the first job
+// per slot is accepted (and waits for its worker), the next one is refused.
+TEST(ServerJobQueue, SlotsCountAsIdleBeforeTheirWorkersStart) {
+  JobQueue queue(/*capacity=*/0, /*slots=*/1);
+  const auto job = [] { return std::make_shared<Job>(ChatRequest{}, Clock::now()); };
+  ASSERT_EQ(queue.try_push(job()), JobQueue::Push::accepted);  // (pop() below would wait forever otherwise)
+  EXPECT_EQ(queue.try_push(job()), JobQueue::Push::full);
+  EXPECT_NE(queue.pop(0), nullptr);  // the worker starts and takes it
+  EXPECT_EQ(queue.try_push(job()), JobQueue::Push::full);  // busy slot, no queue
+  queue.close();
+}
+
+}  // namespace
+}  // namespace vtprune::server
