@@ -1,6 +1,8 @@
 #include "test_support.h"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -62,6 +64,29 @@ int run_command(const std::string& command, std::string* output) {
   const int status = pclose(pipe);
   if (output) *output = out;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::vector<double> brute_force_received(const std::vector<float>& q, const std::vector<float>& k, int64_t d, int64_t h,
+                                         int64_t n) {
+  std::vector<double> received(static_cast<size_t>(n), 0.0), logits(static_cast<size_t>(n));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  for (int64_t head = 0; head < h; ++head) {
+    for (int64_t qi = 0; qi < n; ++qi) {
+      double mx = -1e300;
+      for (int64_t ki = 0; ki < n; ++ki) {
+        double dot = 0;
+        for (int64_t c = 0; c < d; ++c)
+          dot += double{q[static_cast<size_t>((qi * h + head) * d + c)]} * k[static_cast<size_t>((ki * h + head) * d + c)];
+        logits[static_cast<size_t>(ki)] = dot * scale;
+        mx = std::max(mx, logits[static_cast<size_t>(ki)]);
+      }
+      double sum = 0;
+      for (double& l : logits) sum += (l = std::exp(l - mx));
+      for (int64_t ki = 0; ki < n; ++ki) received[static_cast<size_t>(ki)] += logits[static_cast<size_t>(ki)] / sum;
+    }
+  }
+  for (double& r : received) r /= static_cast<double>(h * n);
+  return received;
 }
 
 }  // namespace vtprune::test

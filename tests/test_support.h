@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace vtprune::test {
 
@@ -17,6 +19,10 @@ std::filesystem::path source_dir();
 std::filesystem::path temp_dir(const std::string& tag);
 // Runs a shell command; returns its exit code and fills `output` with stdout+stderr.
 int run_command(const std::string& command, std::string* output = nullptr);
+// softmax(q k^T / sqrt(d)) over every key, in double: the attention each key receives, mean over heads and
+// queries. q, k: [n tokens][h heads][d]. The oracle for every received-attention tap.
+std::vector<double> brute_force_received(const std::vector<float>& q, const std::vector<float>& k, int64_t d, int64_t h,
+                                         int64_t n);
 
 }  // namespace vtprune::test
 

@@ -57,15 +57,15 @@ void add_make_test_model(CLI::App& app, Action& action) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "make-test-model", "Write a random-weight llm.gguf + mmproj.gguf pair (LLaVA-1.5 or Qwen2.5-VL layout) and image.png");
+      "make-test-model", "Write a random-weight llm.gguf + mmproj.gguf pair (LLaVA-1.5, Qwen2.5-VL or Gemma 3 layout) and image.png");
   cmd->add_option("--out", a->out, "output directory")->required();
-  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b (LLaVA-1.5) | qwen2.5-vl | qwen2.5-vl-3b (Qwen2.5-VL)")
+  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b (LLaVA-1.5) | qwen2.5-vl | qwen2.5-vl-3b (Qwen2.5-VL) | gemma3 | gemma3-4b (Gemma 3)")
       ->capture_default_str();
   cmd->add_option("--type", a->type, "LLM weight type: f32 | f16 | q8_0 | q4_0")->capture_default_str();
   cmd->add_option("--mmproj-type", a->mmproj_type, "mmproj weight matrices: f32 | f16 | bf16 | q8_0")->capture_default_str();
   cmd->add_flag("--mmproj-only", a->mmproj_only, "write only mmproj.gguf and image.png (keep an existing llm.gguf)");
   cmd->add_flag("--header-only", a->header_only,
-                "Qwen2.5-VL shapes: write only the GGUF headers (metadata + tensor table, no weights), to inspect a "
+                "libmtmd shapes (Qwen2.5-VL, Gemma 3): write only the GGUF headers (metadata + tensor table, no weights), to inspect a "
                 "multi-GB layout without writing it; no loader can run such files");
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
   cmd->callback([a, &action] {
@@ -76,7 +76,20 @@ void add_make_test_model(CLI::App& app, Action& action) {
       std::filesystem::create_directories(a->out);
       const auto dir = std::filesystem::path(a->out);
       const auto llm_path = (dir / "llm.gguf").string();
-      if (llm_shape.arch == llm::TestLlmArch::qwen2vl) {
+      if (llm_shape.arch == llm::TestLlmArch::gemma3) {
+        // Gemma 3 squashes every image to its fixed square input (896 px; 448 px in the tiny shape): a 4:3 picture
+        // shows the resize.
+        vision::SiglipMmprojShape vshape = vision::siglip_mmproj_shape(a->shape);
+        vshape.proj_out = llm_shape.n_embd;
+        if (a->header_only) {
+          vision::write_test_mmproj_gemma3_header(dir / "mmproj.gguf", vshape, mmproj_type);
+          if (!a->mmproj_only) llm::write_test_llm_header(llm_path, llm_shape, type);
+        } else {
+          vision::write_test_mmproj_gemma3(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
+          if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);
+        }
+        vision::save_png(dir / "image.png", a->shape == "gemma3" ? test_scene(512, 384) : test_scene(1024, 768));
+      } else if (llm_shape.arch == llm::TestLlmArch::qwen2vl) {
         // Qwen2.5-VL keeps each image's own size (rounded to 28 px): a non-square picture several 112-px
         // attention windows wide and tall, so window order matters (252x196 -> a 9x7 merged grid, 3x2 windows);
         // the 3B shape gets the benchmark's 1024x768.
@@ -92,7 +105,7 @@ void add_make_test_model(CLI::App& app, Action& action) {
         }
         vision::save_png(dir / "image.png", tiny ? test_scene(252, 196) : test_scene(1024, 768));
       } else {
-        if (a->header_only) throw Error("--header-only is for the Qwen2.5-VL shapes (qwen2.5-vl, qwen2.5-vl-3b)");
+        if (a->header_only) throw Error("--header-only is for the libmtmd shapes (qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b)");
         const vision::MmprojShape vshape = mmproj_shape(a->shape, llm_shape.n_embd);
         vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
         if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);
@@ -102,7 +115,7 @@ void add_make_test_model(CLI::App& app, Action& action) {
         const text::RandomClipShape clip{.context = 77, .vision_width = vshape.n_embd};
         text::write_clip_checkpoint(dir / "clip", text::random_clip_tensors(clip, a->seed), clip);
       }
-      const bool llava = llm_shape.arch != llm::TestLlmArch::qwen2vl;
+      const bool llava = llm_shape.arch == llm::TestLlmArch::llama;
       std::printf("wrote %s/{%smmproj.gguf, image.png%s} (%s, LLM %s, mmproj %s%s)\n", a->out.c_str(),
                   a->mmproj_only ? "" : "llm.gguf, ", llava ? ", clip/" : "", a->shape.c_str(), a->type.c_str(),
                   a->mmproj_type.c_str(), a->header_only ? ", headers only" : "");

@@ -36,11 +36,25 @@ enum class Prompt {
   FileTemplate,  // the GGUF's own chat template, media markers through mtmd_tokenize (as llama-mtmd-cli)
 };
 
+// Where a merge unit's patches sit in the ViT sequence.
+enum class UnitLayout {
+  Consecutive,   // one unit's merge x merge patches are consecutive, in (dy, dx) order (Qwen2-VL / 2.5-VL)
+  RasterBlocks,  // patches in raster order over the whole grid; a unit is a merge x merge block of it (Gemma 3's
+                 // average pooling, Idefics3's pixel shuffle)
+};
+// Where an image's LLM-token grid (height x width) comes from.
+enum class TokenGrid {
+  DecoderPositions,  // the M-RoPE positions libmtmd gives the image's tokens
+  Square,            // a fixed-size square tile: side = sqrt(tokens) (Gemma 3: 16 x 16)
+};
+
 // How ViT patches become LLM tokens.
 struct Geometry {
   bool has_cls = false;      // a CLS token leads the ViT sequence; it is not an LLM token
-  int merge = 1;             // merge x merge patches form one LLM token; inside the ViT a unit's patches are
-                             // consecutive, in (dy, dx) order (Qwen2-VL / 2.5-VL: 2)
+  int merge = 1;             // merge x merge patches form one LLM token (Qwen2.5-VL: 2; Gemma 3: 4 unless the
+                             // file says otherwise: VisionFacts::merge)
+  UnitLayout units = UnitLayout::Consecutive;
+  TokenGrid grid = TokenGrid::DecoderPositions;
   bool window_order = false; // the ViT runs on merge units grouped by window (Qwen2.5-VL); LLM tokens are raster
   int window_tokens = 0;     // window side in LLM tokens (Qwen2.5-VL: 112 px / 14 px / 2 = 4)
 };
@@ -68,6 +82,7 @@ struct VisionFacts {
   int head_dim = 0;
   int patch_size = 0;
   int projector_dim = 0;  // the LLM's embedding width
+  int merge = 0;          // patches per LLM token along each side, when the file sets it (0: Geometry::merge)
 };
 using FileCheck = VisionFacts (*)(const io::GgufFile& mmproj);
 
@@ -81,6 +96,9 @@ struct Family {
   // post-position query and key of a block, laid out [head_dim, heads, tokens].
   std::string query_tensor, key_tensor;
   Positions positions = Positions::Contiguous;
+  // The LLM attends over an image's rows without the causal mask (Gemma 3; libmtmd's
+  // mtmd_decode_use_non_causal): every kept row of an image is decoded in one non-causal batch.
+  bool bidirectional_image = false;
   Prompt prompt = Prompt::Llava15;
   std::vector<MethodRule> methods;           // one per registered method
   std::string taps_note;                     // how taps are computed for this family (README / methods output)
@@ -121,6 +139,9 @@ std::vector<float> merge_unit_mean(std::span<const float> per_patch, int unit);
 // Qwen2.5-VL's window order (clip.cpp's window_idx for an h x w grid of merged tokens and windows of `window`
 // tokens): position in the ViT sequence of raster token r. Identity when window <= 0.
 std::vector<int32_t> window_positions(int grid_h, int grid_w, int window);
+// Mean over each merge x merge block of a raster patch grid (grid_h * merge rows, grid_w * merge columns):
+// per-patch scores -> per-token scores of a grid_h x grid_w token grid (UnitLayout::RasterBlocks).
+std::vector<float> block_mean(std::span<const float> per_patch, int grid_h, int grid_w, int merge);
 // Reorders per-token values from the ViT's window order to raster order.
 std::vector<float> window_to_raster(std::span<const float> window_ordered, int grid_h, int grid_w, int window);
 

@@ -77,6 +77,9 @@ struct Chunk {
   // Kind::embeddings on an M-RoPE grid: each row's offsets from p0 on the height / width axes (empty: 1-D).
   std::vector<int32_t> grid_y, grid_x;
   int32_t span = 0;              // positions the chunk occupies (0: one per row)
+  // Kind::embeddings: decode the rows with the causal mask off, so they attend to each other (Gemma 3's image
+  // block, as llama.cpp's mtmd helper decodes it); they must fit one batch (n_batch).
+  bool non_causal = false;
 
   // Identity of an embeddings chunk for prefix reuse (Session::prefill with reuse_prefix): two chunks with the
   // same non-empty key hold the same rows (e.g. a digest of the image bytes and of how they were reduced).
@@ -306,17 +309,25 @@ std::string_view to_string(WeightType type);
 //            common English words single tokens, Qwen2.5-VL's 22 special tokens at n_vocab - 293 ..
 //            (151643.. in a 151936-token vocabulary, their real ids), eos <|im_end|>, bos = pad =
 //            <|endoftext|>, no BOS added, and Qwen2.5-VL-Instruct's chat template.
-enum class TestLlmArch { llama, qwen2vl };
+//   gemma3:  Gemma 3's language model (Gemma3Model in llama.cpp's converter): q/k RMS norms, post-attention and
+//            post-FFN norms, GELU-gated FFN, tied embeddings, head width key_length (not n_embd / n_head),
+//            sliding-window attention (1024, every 6th layer global) with rope bases 1e6 / 1e4 and linear rope
+//            scaling 8 on the global layers, RMS eps 1e-6; a SentencePiece-style vocabulary with Gemma's
+//            <pad> <eos> <bos> <unk> and the turn / image control tokens, no space prefix, and Gemma 3's chat
+//            template.
+enum class TestLlmArch { llama, qwen2vl, gemma3 };
 
 struct TestLlmShape {
   std::string name;
   int n_embd = 0, n_ff = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_vocab = 0, n_ctx_train = 0;
   TestLlmArch arch = TestLlmArch::llama;
+  int head_dim = 0;  // 0: n_embd / n_head (Gemma 3 sets its own)
 };
 // "tiny" (64/128/2 layers/4 heads/4 kv/1024 vocab), "tinyllama" (2048/5632/22/32/4/32000),
 // "llava-7b" (4096/11008/32/32/32/32000); qwen2vl: "qwen2.5-vl" (64/128/2/4/2/2048, context 4096) and
-// "qwen2.5-vl-3b" (Qwen2.5-VL-3B-Instruct: 2048/11008/36/16/2/151936, context 128000). Throws Error for
-// other names.
+// "qwen2.5-vl-3b" (Qwen2.5-VL-3B-Instruct: 2048/11008/36/16/2/151936, context 128000); gemma3: "gemma3"
+// (64/128/2/4/2/1024, head 16, context 4096) and "gemma3-4b" (Gemma-3-4B-it: 2560/10240/34/8/4/262208, head 256,
+// context 131072). Throws Error for other names.
 TestLlmShape test_llm_shape(std::string_view name);
 
 // Writes a GGUF in `shape.arch`'s layout: `llama` with exactly LLaMA's tensor set and llama.* metadata, random

@@ -26,7 +26,7 @@ std::string_view to_string(Support support) {
 }
 
 std::span<const Family* const> all() {
-  static const std::array<const Family*, 2> families = {&llava15(), &qwen25vl()};
+  static const std::array<const Family*, 3> families = {&llava15(), &qwen25vl(), &gemma3()};
   return families;
 }
 
@@ -112,11 +112,15 @@ std::string families_markdown() {
     std::string types;
     for (const auto& t : f->projector_types) types += (types.empty() ? "`" : ", `") + t + "`";
     const Geometry& g = f->geometry;
-    std::string tokens = g.merge == 1 ? "one per patch" : std::to_string(g.merge) + "x" + std::to_string(g.merge) + " patches each";
+    std::string tokens = g.merge == 1 ? "one per patch"
+                         : std::to_string(g.merge) + "x" + std::to_string(g.merge) +
+                               (g.units == UnitLayout::Consecutive ? " patches each (consecutive in the ViT)"
+                                                                   : " block of the raster patch grid each");
     if (g.window_order) tokens += " (ViT in window order, " + std::to_string(g.window_tokens) + "x" + std::to_string(g.window_tokens) + " tokens per window)";
     md += "| " + f->name + " | " + types + " | " + (f->encoder == Encoder::Own ? "vtprune's graph" : "libmtmd") + " | " +
           tokens + " | " + (g.has_cls ? "first" : "none") + " | " +
-          (f->positions == Positions::Contiguous ? "1-D, kept tokens renumbered" : "M-RoPE, kept tokens keep (t, y, x)") + " | " +
+          (f->positions == Positions::Contiguous ? "1-D, kept tokens renumbered" : "M-RoPE, kept tokens keep (t, y, x)") +
+          (f->bidirectional_image ? "; an image's rows attend to each other without the causal mask" : "") + " | " +
           (f->prompt == Prompt::Llava15 ? "LLaVA's conv_vicuna_v1" : "the file's Jinja template") + " |\n";
   }
   return md;
@@ -151,6 +155,17 @@ std::string methods_markdown() {
   return md;
 }
 
+VisionFacts read_vision_sizes(const io::GgufFile& f, int* feed_forward) {
+  VisionFacts v;
+  v.layers = f.size("clip.vision.block_count", 256);
+  v.width = f.size("clip.vision.embedding_length", 1 << 16);
+  v.heads = f.size("clip.vision.attention.head_count", 1024);
+  *feed_forward = f.size("clip.vision.feed_forward_length", 1 << 18);
+  v.patch_size = f.size("clip.vision.patch_size", 1024);
+  v.projector_dim = f.size("clip.vision.projection_dim", 1 << 18);
+  return v;
+}
+
 std::vector<float> merge_unit_mean(std::span<const float> per_patch, int unit) {
   if (unit < 1 || per_patch.size() % static_cast<size_t>(unit) != 0) {
     throw Error("merge_unit_mean: " + std::to_string(per_patch.size()) + " patch scores do not form units of " +
@@ -162,6 +177,26 @@ std::vector<float> merge_unit_mean(std::span<const float> per_patch, int unit) {
     float sum = 0.0f;
     for (int i = 0; i < unit; ++i) sum += per_patch[t * static_cast<size_t>(unit) + static_cast<size_t>(i)];
     out[t] = sum / static_cast<float>(unit);
+  }
+  return out;
+}
+
+std::vector<float> block_mean(std::span<const float> per_patch, int grid_h, int grid_w, int merge) {
+  const int64_t cols = int64_t{grid_w} * merge;
+  if (grid_h < 1 || grid_w < 1 || merge < 1 ||
+      static_cast<int64_t>(per_patch.size()) != int64_t{grid_h} * merge * cols) {
+    throw Error("block_mean: " + std::to_string(per_patch.size()) + " patch scores do not form a " +
+                std::to_string(grid_h) + "x" + std::to_string(grid_w) + " grid of " + std::to_string(merge) + "x" +
+                std::to_string(merge) + " blocks");
+  }
+  std::vector<float> out(static_cast<size_t>(grid_h) * static_cast<size_t>(grid_w));
+  for (int y = 0; y < grid_h; ++y) {
+    for (int x = 0; x < grid_w; ++x) {
+      float sum = 0.0f;  // float32, row by row inside the block (as a 2-D average pool)
+      for (int dy = 0; dy < merge; ++dy)
+        for (int dx = 0; dx < merge; ++dx) sum += per_patch[static_cast<size_t>((int64_t{y} * merge + dy) * cols + int64_t{x} * merge + dx)];
+      out[static_cast<size_t>(y) * static_cast<size_t>(grid_w) + static_cast<size_t>(x)] = sum / static_cast<float>(merge * merge);
+    }
   }
   return out;
 }

@@ -11,13 +11,8 @@ namespace {
 // The layout llama.cpp's converter writes (conversion/qwenvl.py: Qwen2VLVisionModel; QKV split, Conv3D split
 // into v.patch_embd.weight / .weight.1) and clip.cpp loads (PROJECTOR_TYPE_QWEN25VL).
 VisionFacts check_qwen25vl(const io::GgufFile& f) {
-  VisionFacts v;
-  v.layers = f.size("clip.vision.block_count", 256);
-  v.width = f.size("clip.vision.embedding_length", 1 << 16);
-  v.heads = f.size("clip.vision.attention.head_count", 1024);
-  const int ff = f.size("clip.vision.feed_forward_length", 1 << 18);
-  v.patch_size = f.size("clip.vision.patch_size", 1024);
-  v.projector_dim = f.size("clip.vision.projection_dim", 1 << 18);
+  int ff = 0;
+  VisionFacts v = read_vision_sizes(f, &ff);
   f.size("clip.vision.n_wa_pattern", 256);
   if (v.width % v.heads != 0 || (v.width / v.heads) % 4 != 0) {
     throw InputError(f.where() + ": width " + std::to_string(v.width) + " over " + std::to_string(v.heads) +

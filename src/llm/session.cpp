@@ -346,6 +346,25 @@ std::string Session::detokenize(std::span<const int32_t> tokens) const {
   return text;
 }
 
+namespace {
+// Causal attention off for one decode (restored after it, even when it throws), as mtmd-helper's
+// scope_non_causal does.
+class CausalScope {
+ public:
+  CausalScope(llama_context* ctx, bool causal) : ctx_(causal ? nullptr : ctx) {
+    if (ctx_) llama_set_causal_attn(ctx_, false);
+  }
+  ~CausalScope() {
+    if (ctx_) llama_set_causal_attn(ctx_, true);
+  }
+  CausalScope(const CausalScope&) = delete;
+  CausalScope& operator=(const CausalScope&) = delete;
+
+ private:
+  llama_context* ctx_;
+};
+}  // namespace
+
 PrefillResult Session::prefill(std::span<const Chunk> prompt, bool reuse_prefix) {
   Impl& s = *impl_;
   const auto start = Clock::now();
@@ -380,6 +399,11 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt, bool reuse_prefix)
                       " rows x " + std::to_string(width) + " (" + std::to_string(chunk.embeddings.size()) +
                       " floats), but " + s.path + " takes input embeddings of width n_embd_inp = " +
                       std::to_string(n_embd) + " (does the projector match this LLM?)");
+        }
+        if (chunk.non_causal && chunk.n_rows > n_batch()) {
+          throw InputError("prompt chunk " + std::to_string(i) + ": " + std::to_string(chunk.n_rows) +
+                           " image rows must be decoded in one non-causal batch, but the batch holds " +
+                           std::to_string(n_batch()) + "; raise n_batch or keep fewer image tokens");
         }
         if (chunk.on_grid()) {
           if (n_sections != 4) {
@@ -501,7 +525,8 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt, bool reuse_prefix)
 
   PrefillResult result;
   result.n_reused = static_cast<int>(n_keep);
-  if (s.text_as_embeddings && left_embd > 0 && left_text > 0) {
+  const bool any_non_causal = std::any_of(prompt.begin(), prompt.end(), [](const Chunk& c) { return c.non_causal; });
+  if (s.text_as_embeddings && left_embd > 0 && left_text > 0 && !any_non_causal) {
     // One batch: every row left becomes an embedding row (text through the token_embd table).
     const auto decode_start = Clock::now();
     const size_t n_left = static_cast<size_t>(left_embd + left_text);
@@ -537,6 +562,7 @@ PrefillResult Session::prefill(std::span<const Chunk> prompt, bool reuse_prefix)
       const size_t offset = b - chunk_row0[i];
       if (chunk.kind == Chunk::Kind::embeddings) {
         const std::vector<int32_t> pos = positions_of(b, e, n_sections);
+        const CausalScope scope(s.ctx.get(), !chunk.non_causal);
         s.decode({}, std::span<const float>(chunk.embeddings).subspan(offset * static_cast<size_t>(n_embd)), n, n_embd,
                  pos, n_sections, want_logits, i, chunk.kind);
       } else {  // token batches carry one position per token: libllama spreads it over the M-RoPE axes

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -35,7 +36,23 @@ using detail::kTokenByte, detail::kTokenControl, detail::kTokenNormal, detail::k
 constexpr const char* kSpace = "\xE2\x96\x81";  // "▁", SentencePiece's whitespace
 constexpr float kWeightStd = 0.02f;  // random weights: uniform with this standard deviation
 
-Vocabulary build_vocabulary(int n_vocab) {
+// The leading special tokens: LLaMA's fixed ids (<unk> 0, <s> 1, </s> 2, then <0x00> 3 ... <0xFF> 258), or
+// Gemma's (<pad> 0, <eos> 1, <bos> 2, <unk> 3, then its turn and image markers).
+struct SpecialToken {
+  const char* text;
+  int32_t type;
+};
+constexpr std::array<SpecialToken, 3> kLlamaSpecials = {{{"<unk>", kTokenUnknown}, {"<s>", kTokenControl}, {"</s>", kTokenControl}}};
+constexpr std::array<SpecialToken, 8> kGemmaSpecials = {{{"<pad>", kTokenControl},
+                                                          {"<eos>", kTokenControl},
+                                                          {"<bos>", kTokenControl},
+                                                          {"<unk>", kTokenUnknown},
+                                                          {"<start_of_turn>", kTokenControl},
+                                                          {"<end_of_turn>", kTokenControl},
+                                                          {"<start_of_image>", kTokenControl},
+                                                          {"<end_of_image>", kTokenControl}}};
+
+Vocabulary build_vocabulary(int n_vocab, std::span<const SpecialToken> specials = kLlamaSpecials) {
   Vocabulary v;
   std::unordered_set<std::string> seen;
   auto add = [&](std::string text, float score, int32_t type) {
@@ -44,10 +61,7 @@ Vocabulary build_vocabulary(int n_vocab) {
     v.scores.push_back(score);
     v.types.push_back(type);
   };
-  // Same fixed ids as LLaMA's tokenizer: <unk> 0, <s> 1, </s> 2, <0x00> 3 ... <0xFF> 258.
-  add("<unk>", 0.0f, kTokenUnknown);
-  add("<s>", 0.0f, kTokenControl);
-  add("</s>", 0.0f, kTokenControl);
+  for (const SpecialToken& sp : specials) add(sp.text, 0.0f, sp.type);
   for (int byte = 0; byte < 256; ++byte) {
     char name[8];
     std::snprintf(name, sizeof(name), "<0x%02X>", byte);
@@ -126,8 +140,12 @@ TestLlmShape test_llm_shape(std::string_view name) {
   // 2 KV heads, vocab 151936, max_position_embeddings 128000), and a tiny one with the same layout.
   if (name == "qwen2.5-vl") return {"qwen2.5-vl", 64, 128, 2, 4, 2, 2048, 4096, TestLlmArch::qwen2vl};
   if (name == "qwen2.5-vl-3b") return {"qwen2.5-vl-3b", 2048, 11008, 36, 16, 2, 151936, 128000, TestLlmArch::qwen2vl};
+  // Gemma-3-4B-it's language model (config.json text_config: hidden 2560, intermediate 10240, 34 layers, 8 heads,
+  // 4 KV heads, head_dim 256, vocab 262208, max_position_embeddings 131072), and a tiny one with its layout.
+  if (name == "gemma3") return {"gemma3", 64, 128, 2, 4, 2, 1024, 4096, TestLlmArch::gemma3, 16};
+  if (name == "gemma3-4b") return {"gemma3-4b", 2560, 10240, 34, 8, 4, 262208, 131072, TestLlmArch::gemma3, 256};
   throw Error("unknown test model shape '" + std::string(name) +
-              "' (known: tiny, tinyllama, llava-7b, qwen2.5-vl, qwen2.5-vl-3b)");
+              "' (known: tiny, tinyllama, llava-7b, qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b)");
 }
 
 namespace {
@@ -138,6 +156,27 @@ io::GeneratedTensor weight(std::string name, ggml_type type, int64_t ne0, int64_
 }
 io::GeneratedTensor vector_of(std::string name, int64_t n, float mean, float stddev) {
   return {std::move(name), GGML_TYPE_F32, {n, 1, 1, 1}, mean, stddev};
+}
+
+// Zero rows of an embedding table for the ids of unused tokens: with tied embeddings a random model then never
+// samples a token that prints nothing.
+void zero_unused_rows(io::GeneratedTensor& table, const std::vector<int32_t>& types) {
+  for (int32_t id = 0; id < static_cast<int32_t>(types.size()); ++id) {
+    if (types[static_cast<size_t>(id)] != kTokenUnused) continue;
+    auto& rows = table.zero_rows;
+    if (!rows.empty() && rows.back().second == id) {
+      rows.back().second = id + 1;
+    } else {
+      rows.emplace_back(id, id + 1);
+    }
+  }
+}
+
+// A block matrix ~ 1/sqrt(fan_in): each block changes the residual stream by O(1).
+io::GeneratedTensor scaled_matrix(std::string name, ggml_type type, int64_t in, int64_t out) {
+  io::GeneratedTensor m = weight(std::move(name), type, in, out);
+  m.stddev = 1.0f / std::sqrt(static_cast<float>(in));
+  return m;
 }
 
 void set_token_texts(gguf_context* g, const std::vector<std::string>& texts, const char* key) {
@@ -245,20 +284,8 @@ std::vector<io::GeneratedTensor> describe_qwen2vl(gguf_context* g, const TestLlm
   // included) instead of echoing the last token's own embedding.
   std::vector<io::GeneratedTensor> t;
   t.push_back(weight("token_embd.weight", wtype, shape.n_embd, shape.n_vocab));
-  for (int32_t id = 0; id < shape.n_vocab; ++id) {
-    if (vocab.types[id] != detail::kTokenUnused) continue;
-    auto& rows = t.back().zero_rows;
-    if (!rows.empty() && rows.back().second == id) {
-      rows.back().second = id + 1;
-    } else {
-      rows.emplace_back(id, id + 1);
-    }
-  }
-  const auto matrix = [&](std::string name, int64_t in, int64_t out) {
-    io::GeneratedTensor m = weight(std::move(name), wtype, in, out);
-    m.stddev = 1.0f / std::sqrt(static_cast<float>(in));
-    t.push_back(std::move(m));
-  };
+  zero_unused_rows(t.back(), vocab.types);
+  const auto matrix = [&](std::string name, int64_t in, int64_t out) { t.push_back(scaled_matrix(std::move(name), wtype, in, out)); };
   for (int il = 0; il < shape.n_layer; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
     t.push_back(vector_of(p + "attn_norm.weight", shape.n_embd, 1.0f, 0.0f));
@@ -278,11 +305,79 @@ std::vector<io::GeneratedTensor> describe_qwen2vl(gguf_context* g, const TestLlm
   return t;
 }
 
+// `gemma3`: what llama.cpp's converter (Gemma3Model) writes for Gemma 3's language model.
+std::vector<io::GeneratedTensor> describe_gemma3(gguf_context* g, const TestLlmShape& shape, WeightType type) {
+  const ggml_type wtype = ggml_type_of(type);
+  const int64_t head_dim = shape.head_dim > 0 ? shape.head_dim : shape.n_embd / shape.n_head;
+  const int64_t n_q = head_dim * shape.n_head, n_kv = head_dim * shape.n_head_kv;
+  const Vocabulary vocab = build_vocabulary(shape.n_vocab, kGemmaSpecials);
+  gguf_set_val_str(g, "general.architecture", "gemma3");
+  gguf_set_val_str(g, "general.type", "model");
+  gguf_set_val_str(g, "general.name", ("vtprune-test-" + shape.name).c_str());
+  gguf_set_val_u32(g, "gemma3.context_length", static_cast<uint32_t>(shape.n_ctx_train));
+  gguf_set_val_u32(g, "gemma3.embedding_length", static_cast<uint32_t>(shape.n_embd));
+  gguf_set_val_u32(g, "gemma3.block_count", static_cast<uint32_t>(shape.n_layer));
+  gguf_set_val_u32(g, "gemma3.feed_forward_length", static_cast<uint32_t>(shape.n_ff));
+  gguf_set_val_u32(g, "gemma3.attention.head_count", static_cast<uint32_t>(shape.n_head));
+  gguf_set_val_f32(g, "gemma3.attention.layer_norm_rms_epsilon", 1e-6f);
+  gguf_set_val_u32(g, "gemma3.attention.key_length", static_cast<uint32_t>(head_dim));
+  gguf_set_val_u32(g, "gemma3.attention.value_length", static_cast<uint32_t>(head_dim));
+  gguf_set_val_u32(g, "general.file_type", llama_file_type_of(type));
+  gguf_set_val_f32(g, "gemma3.rope.freq_base", 1000000.0f);
+  gguf_set_val_f32(g, "gemma3.rope.freq_base_swa", 10000.0f);
+  gguf_set_val_u32(g, "gemma3.attention.sliding_window", 1024);
+  gguf_set_val_u32(g, "gemma3.attention.head_count_kv", static_cast<uint32_t>(shape.n_head_kv));
+  gguf_set_val_str(g, "gemma3.rope.scaling.type", "linear");
+  gguf_set_val_f32(g, "gemma3.rope.scaling.factor", 8.0f);
+  gguf_set_val_str(g, "tokenizer.ggml.model", "llama");
+  gguf_set_val_str(g, "tokenizer.ggml.pre", "default");
+  set_token_texts(g, vocab.tokens, "tokenizer.ggml.tokens");
+  gguf_set_arr_data(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, vocab.scores.data(), vocab.scores.size());
+  gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, vocab.types.data(), vocab.types.size());
+  gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", 2);
+  gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", 1);
+  gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", 3);
+  gguf_set_val_u32(g, "tokenizer.ggml.padding_token_id", 0);
+  gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
+  gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
+  gguf_set_val_bool(g, "tokenizer.ggml.add_space_prefix", false);
+  gguf_set_val_str(g, "tokenizer.chat_template", std::string(detail::kGemma3ChatTemplate).c_str());
+  gguf_set_val_u32(g, "general.quantization_version", GGML_QNT_VERSION);
+
+  // Tied embeddings with zero rows for the unused ids (a random model then never samples a token that prints
+  // nothing), std 0.5/sqrt(n_embd): Gemma scales text embeddings by sqrt(n_embd), so text rows reach the blocks
+  // at half the unit scale of the projected image rows: neither drowns the other, and the tied output does not
+  // just echo the last token. Block matrices ~ 1/sqrt(fan_in).
+  std::vector<io::GeneratedTensor> t;
+  t.push_back(weight("token_embd.weight", wtype, shape.n_embd, shape.n_vocab));
+  t.back().stddev = 0.5f / std::sqrt(static_cast<float>(shape.n_embd));
+  zero_unused_rows(t.back(), vocab.types);
+  const auto matrix = [&](std::string name, int64_t in, int64_t out) { t.push_back(scaled_matrix(std::move(name), wtype, in, out)); };
+  for (int il = 0; il < shape.n_layer; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    t.push_back(vector_of(p + "attn_norm.weight", shape.n_embd, 1.0f, 0.0f));
+    matrix(p + "attn_q.weight", shape.n_embd, n_q);
+    matrix(p + "attn_k.weight", shape.n_embd, n_kv);
+    matrix(p + "attn_v.weight", shape.n_embd, n_kv);
+    matrix(p + "attn_output.weight", n_q, shape.n_embd);
+    t.push_back(vector_of(p + "attn_q_norm.weight", head_dim, 1.0f, 0.0f));
+    t.push_back(vector_of(p + "attn_k_norm.weight", head_dim, 1.0f, 0.0f));
+    t.push_back(vector_of(p + "post_attention_norm.weight", shape.n_embd, 1.0f, 0.0f));
+    t.push_back(vector_of(p + "ffn_norm.weight", shape.n_embd, 1.0f, 0.0f));
+    matrix(p + "ffn_gate.weight", shape.n_embd, shape.n_ff);
+    matrix(p + "ffn_up.weight", shape.n_embd, shape.n_ff);
+    matrix(p + "ffn_down.weight", shape.n_ff, shape.n_embd);
+    t.push_back(vector_of(p + "post_ffw_norm.weight", shape.n_embd, 1.0f, 0.0f));
+  }
+  t.push_back(vector_of("output_norm.weight", shape.n_embd, 1.0f, 0.0f));
+  return t;
+}
+
 void write_llm(const std::string& path, const TestLlmShape& shape, uint64_t seed, WeightType type, bool header_only) {
   const ggml_type weight_type = ggml_type_of(type);
   const int64_t block = ggml_blck_size(weight_type);
   if (shape.n_embd <= 0 || shape.n_ff <= 0 || shape.n_layer <= 0 || shape.n_head <= 0 || shape.n_head_kv <= 0 ||
-      shape.n_vocab <= 0 || shape.n_ctx_train <= 0 || shape.n_embd % shape.n_head != 0 ||
+      shape.n_vocab <= 0 || shape.n_ctx_train <= 0 || (shape.head_dim <= 0 && shape.n_embd % shape.n_head != 0) ||
       shape.n_head % shape.n_head_kv != 0 || shape.n_embd % block != 0 || shape.n_ff % block != 0) {
     throw Error("invalid test LLM shape '" + shape.name + "': n_embd " + std::to_string(shape.n_embd) + ", n_ff " +
                 std::to_string(shape.n_ff) + ", n_head " + std::to_string(shape.n_head) + ", n_head_kv " +
@@ -291,9 +386,9 @@ void write_llm(const std::string& path, const TestLlmShape& shape, uint64_t seed
   }
   auto backend = detail::acquire_backend();
   detail::GgufContextPtr gguf(gguf_init_empty());
-  const std::vector<io::GeneratedTensor> tensors = shape.arch == TestLlmArch::qwen2vl
-                                                       ? describe_qwen2vl(gguf.get(), shape, type)
-                                                       : describe_llama(gguf.get(), shape, type);
+  const std::vector<io::GeneratedTensor> tensors = shape.arch == TestLlmArch::qwen2vl  ? describe_qwen2vl(gguf.get(), shape, type)
+                                                   : shape.arch == TestLlmArch::gemma3 ? describe_gemma3(gguf.get(), shape, type)
+                                                                                       : describe_llama(gguf.get(), shape, type);
   io::write_generated_gguf(gguf.get(), tensors, path, seed, header_only);
 }
 

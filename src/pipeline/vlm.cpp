@@ -595,6 +595,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
       } else {
         chunk = llm::Chunk::from_embeddings(r.tokens, r.rows());
       }
+      chunk.non_causal = family().bidirectional_image;
     }
     chunk.key = key;
     ImageReport report = report_of(e, budgets[i], std::move(r));

@@ -335,6 +335,27 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   if (!gguf_write_to_file(g, path.c_str(), false)) throw Error("write_test_mmproj: cannot write " + path.string());
 }
 
+void set_mmproj_header(gguf_context* g, const MmprojHeader& h) {
+  gguf_set_val_str(g, "general.architecture", "clip");
+  gguf_set_val_str(g, "general.type", "mmproj");
+  gguf_set_val_str(g, "general.name", h.name);
+  // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32
+  gguf_set_val_u32(g, "general.file_type", h.wtype == GGML_TYPE_F16    ? 1
+                                           : h.wtype == GGML_TYPE_Q8_0 ? 7
+                                           : h.wtype == GGML_TYPE_BF16 ? 32
+                                                                       : 0);
+  gguf_set_val_bool(g, "clip.has_vision_encoder", true);
+  gguf_set_val_u32(g, "clip.vision.projection_dim", static_cast<uint32_t>(h.projection_dim));
+  gguf_set_val_u32(g, "clip.vision.image_size", static_cast<uint32_t>(h.image_size));
+  gguf_set_val_u32(g, "clip.vision.patch_size", static_cast<uint32_t>(h.patch_size));
+  gguf_set_val_u32(g, "clip.vision.embedding_length", static_cast<uint32_t>(h.width));
+  gguf_set_val_u32(g, "clip.vision.feed_forward_length", static_cast<uint32_t>(h.ff));
+  gguf_set_val_u32(g, "clip.vision.block_count", static_cast<uint32_t>(h.blocks));
+  gguf_set_val_u32(g, "clip.vision.attention.head_count", static_cast<uint32_t>(h.heads));
+  gguf_set_arr_data(g, "clip.vision.image_mean", GGUF_TYPE_FLOAT32, h.mean.data(), 3);
+  gguf_set_arr_data(g, "clip.vision.image_std", GGUF_TYPE_FLOAT32, h.std.data(), 3);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Random Qwen2.5-VL mmproj files
 
@@ -420,26 +441,10 @@ void write_qwen25vl(const std::filesystem::path& path, const Qwen25VlMmprojShape
   GgufPtr gguf(gguf_init_empty());
   gguf_context* g = gguf.get();
   // In the order MmprojModel.set_gguf_parameters and Qwen2VLVisionModel.set_gguf_parameters write them.
-  gguf_set_val_str(g, "general.architecture", "clip");
-  gguf_set_val_str(g, "general.type", "mmproj");
-  gguf_set_val_str(g, "general.name", "vtprune random Qwen2.5-VL mmproj");
-  // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32
-  gguf_set_val_u32(g, "general.file_type", wtype == GGML_TYPE_F16    ? 1
-                                           : wtype == GGML_TYPE_Q8_0 ? 7
-                                           : wtype == GGML_TYPE_BF16 ? 32
-                                                                     : 0);
-  gguf_set_val_bool(g, "clip.has_vision_encoder", true);
-  gguf_set_val_u32(g, "clip.vision.projection_dim", static_cast<uint32_t>(s.proj_out));
-  gguf_set_val_u32(g, "clip.vision.image_size", static_cast<uint32_t>(s.image_size));
-  gguf_set_val_u32(g, "clip.vision.patch_size", static_cast<uint32_t>(s.patch_size));
-  gguf_set_val_u32(g, "clip.vision.embedding_length", static_cast<uint32_t>(s.n_embd));
-  gguf_set_val_u32(g, "clip.vision.feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  gguf_set_val_u32(g, "clip.vision.block_count", static_cast<uint32_t>(s.n_layer));
-  gguf_set_val_u32(g, "clip.vision.attention.head_count", static_cast<uint32_t>(s.n_head));
-  const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-  const float stddev[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-  gguf_set_arr_data(g, "clip.vision.image_mean", GGUF_TYPE_FLOAT32, mean, 3);
-  gguf_set_arr_data(g, "clip.vision.image_std", GGUF_TYPE_FLOAT32, stddev, 3);
+  set_mmproj_header(g, {.name = "vtprune random Qwen2.5-VL mmproj", .wtype = wtype, .projection_dim = s.proj_out,
+                        .image_size = s.image_size, .patch_size = s.patch_size, .width = s.n_embd, .ff = s.n_ff,
+                        .blocks = s.n_layer, .heads = s.n_head,
+                        .mean = {0.48145466f, 0.4578275f, 0.40821073f}, .std = {0.26862954f, 0.26130258f, 0.27577711f}});
   gguf_set_val_str(g, "clip.projector_type", "qwen2.5vl_merger");
   gguf_set_val_bool(g, "clip.use_silu", true);
   gguf_set_val_u32(g, "clip.vision.n_wa_pattern", static_cast<uint32_t>(s.n_wa_pattern));

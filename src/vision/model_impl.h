@@ -1,6 +1,8 @@
 // Internal model representation shared by the loaders, the ViT graph and the projector.
 #pragma once
 
+#include <array>
+
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -113,6 +115,16 @@ std::vector<float> read_tensor(const ggml_tensor* t);
 // The LLaVA `mlp` projector: [D, rows] -> mm.0 -> GELU -> mm.2 -> [D_llm, rows].
 ggml_tensor* build_projector(ggml_context* ctx, const Weights& w, const Hparams& hp, ggml_tensor* x);
 void check_threads(int threads);
+
+// The metadata every random mmproj writer starts with, in the order llama.cpp's MmprojModel writes it:
+// general.*, clip.has_vision_encoder and the tower's sizes, image mean / std. `wtype` gives general.file_type.
+struct MmprojHeader {
+  const char* name = "";
+  ggml_type wtype = GGML_TYPE_F32;
+  int projection_dim = 0, image_size = 0, patch_size = 0, width = 0, ff = 0, blocks = 0, heads = 0;
+  std::array<float, 3> mean{}, std{};
+};
+void set_mmproj_header(gguf_context* g, const MmprojHeader& h);
 
 // A size read from a model file, checked to lie in 1..max before any arithmetic uses it (absurd metadata is
 // an Error naming `what`, never an overflow or a huge allocation).

@@ -181,6 +181,10 @@ std::vector<float> received_attention(std::span<const float> q, std::span<const 
   ggml_tensor* qt = ggml_new_tensor_3d(ctx.get(), GGML_TYPE_F32, d, block, h);
   ggml_tensor* weights = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, 1, block * h);  // 1 per real query, 0 for padding
   for (ggml_tensor* t : {kt, qt, weights}) ggml_set_input(t);
+  // K is uploaded once and read by every query block: as an output the allocator never reuses its memory for
+  // the block's intermediates (an input alone is freed after its last use in the graph, and the next block
+  // would read scores where K was).
+  ggml_set_output(kt);
   ggml_tensor* kq = ggml_mul_mat(ctx.get(), kt, qt);                                  // [n_k, block, h]
   ggml_tensor* attn = ggml_soft_max_ext(ctx.get(), kq, nullptr, scale, 0.0f);
   // sum over (query, head) of attn[key, query, head]: one outer product with the weight row
@@ -247,6 +251,7 @@ struct MtmdEncoder::Impl {
   const family::Family* family = nullptr;
   family::VisionFacts facts;
   int window_tokens = 0;
+  int merge = 1;  // patches per LLM token along each side (the file's scale factor, else the family's)
   MtmdOptions options;
   std::unique_ptr<MtmdLog> log = std::make_unique<MtmdLog>();
   std::unique_ptr<TapCollector> collector = std::make_unique<TapCollector>();  // its address is libmtmd's user data
@@ -274,7 +279,8 @@ MtmdEncoder::MtmdEncoder(const std::filesystem::path& mmproj, const family::Fami
     m.facts = fam.check_file(file);
   }
   // Qwen2.5-VL's window: 112 px (clip.cpp uses 112 when the file sets none), in merged tokens
-  if (fam.geometry.window_order) m.window_tokens = 112 / m.facts.patch_size / fam.geometry.merge;
+  m.merge = m.facts.merge > 0 ? m.facts.merge : fam.geometry.merge;
+  if (fam.geometry.window_order) m.window_tokens = 112 / m.facts.patch_size / m.merge;
   m.collector->heads = m.facts.heads;
   m.collector->head_dim = m.facts.head_dim;
   m.collector->threads = options.threads;
@@ -298,6 +304,11 @@ MtmdEncoder::MtmdEncoder(const std::filesystem::path& mmproj, const family::Fami
                      (m.mrope ? "" : "no ") + "M-RoPE in this LLM) but the family expects " +
                      (fam.positions == family::Positions::MRopeGrid ? "M-RoPE" : "1-D positions") +
                      ": do the two files belong together?");
+  }
+  if (fam.bidirectional_image != mtmd_decode_use_non_causal(m.ctx.get(), nullptr)) {
+    throw Error("libmtmd decodes " + fam.name + " images " +
+                (fam.bidirectional_image ? "causally" : "without the causal mask") +
+                ", but vtprune's family table says otherwise (a different llama.cpp version?)");
   }
 }
 
@@ -384,10 +395,15 @@ MtmdPrompt MtmdEncoder::tokenize(const std::string& text, std::span<const RgbIma
       const mtmd_image_tokens* it = mtmd_input_chunk_get_tokens_image(c);
       out.n_tokens = static_cast<int64_t>(mtmd_image_tokens_get_n_tokens(it));
       out.n_pos = mtmd_input_chunk_get_n_pos(c);
-      // the decoder's grid: where llama.cpp's helper places the last token (row-major, x fastest)
-      const mtmd_decoder_pos last = mtmd_image_tokens_get_decoder_pos(it, 0, static_cast<size_t>(out.n_tokens - 1));
-      out.grid_w = m.mrope ? static_cast<int>(last.x) + 1 : static_cast<int>(out.n_tokens);
-      out.grid_h = m.mrope ? static_cast<int>(last.y) + 1 : 1;
+      if (m.family->geometry.grid == family::TokenGrid::Square) {
+        // a fixed-size square tile (Gemma 3's 16 x 16 pooled grid)
+        out.grid_w = out.grid_h = static_cast<int>(std::lround(std::sqrt(static_cast<double>(out.n_tokens))));
+      } else {
+        // the decoder's grid: where llama.cpp's helper places the last token (row-major, x fastest)
+        const mtmd_decoder_pos last = mtmd_image_tokens_get_decoder_pos(it, 0, static_cast<size_t>(out.n_tokens - 1));
+        out.grid_w = m.mrope ? static_cast<int>(last.x) + 1 : static_cast<int>(out.n_tokens);
+        out.grid_h = m.mrope ? static_cast<int>(last.y) + 1 : 1;
+      }
       if (int64_t{out.grid_w} * out.grid_h != out.n_tokens) {
         throw Error("libmtmd's image chunk has " + std::to_string(out.n_tokens) + " tokens on a " +
                     std::to_string(out.grid_h) + "x" + std::to_string(out.grid_w) + " grid");
@@ -425,7 +441,7 @@ EncoderResult MtmdEncoder::encode(const MtmdPrompt& prompt, size_t chunk, const 
   EncoderResult result;
   result.info = info();
   result.info.grid = Grid{c.grid_h, c.grid_w};
-  const int unit = m.family->geometry.merge * m.family->geometry.merge;
+  const int unit = m.merge * m.merge;
   result.info.queries = c.n_tokens * unit + (m.family->geometry.has_cls ? 1 : 0);
   result.dim = m.facts.projector_dim;
   result.encode_ms = std::chrono::duration<double, std::milli>(stop - start).count();
@@ -456,7 +472,14 @@ EncoderResult MtmdEncoder::encode(const MtmdPrompt& prompt, size_t chunk, const 
                   std::to_string(per_patch.size()) + " tokens, expected " + std::to_string(result.info.queries));
     }
     // per patch (ViT order) -> per LLM token: mean over each merge unit, then window order -> raster
-    std::vector<float> per_token = unit > 1 ? family::merge_unit_mean(per_patch, unit) : std::move(per_patch);
+    std::vector<float> per_token;
+    if (unit == 1) {
+      per_token = std::move(per_patch);
+    } else if (m.family->geometry.units == family::UnitLayout::RasterBlocks) {
+      per_token = family::block_mean(per_patch, c.grid_h, c.grid_w, m.merge);
+    } else {
+      per_token = family::merge_unit_mean(per_patch, unit);
+    }
     if (m.family->geometry.window_order) per_token = family::window_to_raster(per_token, c.grid_h, c.grid_w, m.window_tokens);
     EncoderResult::Tap tap;
     tap.layer = t.layer;

@@ -19,6 +19,7 @@
 #include "llama.h"
 #include "mtmd-helper.h"
 #include "mtmd.h"
+#include "mtmd_reference.h"
 #include "test_pair.h"
 #include "test_support.h"
 #include "vtprune/family.h"
@@ -30,40 +31,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kQuestion = "What is in the image?";
+constexpr const char* kQuestion = test::kPairQuestion;
+constexpr char kQwenShape[] = "qwen2.5-vl";
 
-class QwenVlm : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    std::string log;
-    pair_ = test::TestPair::make("qwen2.5-vl", &log);
-    ASSERT_NE(pair_, nullptr) << log;
-    dir_ = &pair_->dir;
-    vlm_ = pair_->vlm.get();
-    image_ = &pair_->image;
-  }
-  static void TearDownTestSuite() { pair_.reset(); }
-  static Request request(const std::string& method, Budget budget, int max_tokens = 8) {
-    Request r;
-    r.images.push_back(*image_);
-    r.prompt = kQuestion;
-    r.method = method;
-    r.budget = budget;
-    r.sampling.max_tokens = max_tokens;
-    return r;
-  }
-  // The next-token logits after the prompt (prefill only).
-  static std::vector<float> first_logits(const std::string& method, Budget budget, std::vector<std::string> options = {}) {
-    Request r = request(method, budget, 0);
-    r.options = std::move(options);
-    vlm_->run(r);
-    return vlm_->session().last_logits();
-  }
-  static inline std::unique_ptr<test::TestPair> pair_;
-  static inline fs::path* dir_ = nullptr;
-  static inline Vlm* vlm_ = nullptr;
-  static inline std::vector<uint8_t>* image_ = nullptr;
-};
+class QwenVlm : public test::PairSuite<kQwenShape> {};
 
 float max_abs(const std::vector<float>& v) {
   float m = 0.0f;
@@ -92,28 +63,10 @@ TEST_F(QwenVlm, NoneAnswersLikeLlamaMtmdCli) {
   constexpr int kTokens = 12;
   const Result ours = vlm_->run(request("none", Budget::all(), kTokens));
   ASSERT_GT(ours.n_generated, 0);
-  // llama-mtmd-cli's logger is an asynchronous thread whose queue is not flushed at exit (llama.cpp #22142): on a
-  // busy machine the last pieces can be missing. It generates more than compared, and runs again when it still
-  // came up short.
-  std::string formatted, out;
-  std::vector<std::string> pieces;
-  for (int attempt = 0; attempt < 5 && pieces.size() < static_cast<size_t>(kTokens) + 2; ++attempt) {
-    const std::string cmd = cli.string() + " -m " + (*dir_ / "llm.gguf").string() + " --mmproj " + (*dir_ / "mmproj.gguf").string() +
-                            " --image " + (*dir_ / "image.png").string() + " -p '" + kQuestion + "' -n " +
-                            std::to_string(kTokens * 8) + " --temp 0 -t 1 -c 2048 --jinja -v --log-jsonl 2>/dev/null";
-    ASSERT_EQ(test::run_command(cmd, &out), 0) << cmd << "\n" << out.substr(0, 2000);
-    pieces.clear();
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.empty() || line.front() != '{') continue;
-      const auto entry = nlohmann::json::parse(line, nullptr, false);
-      if (!entry.is_object() || !entry.contains("msg")) continue;
-      const std::string msg = entry["msg"].get<std::string>();
-      constexpr std::string_view kFormatted = "formatted_chat.prompt: ";
-      if (msg.starts_with(kFormatted)) formatted = msg.substr(kFormatted.size());
-      if (entry.value("level", "") == "none") pieces.push_back(msg);
-    }
-  }
+  const test::MtmdCliRun cli_run = test::run_llama_mtmd_cli(cli, *dir_, kQuestion, kTokens);
+  const std::string& formatted = cli_run.formatted;
+  const std::vector<std::string>& pieces = cli_run.pieces;
+  const std::string& out = cli_run.log;
   const std::string text = llm::render_chat(vlm_->session().chat_template(),
                                             std::vector<llm::ChatMessage>{{"user", std::string(mtmd_default_marker()) + kQuestion}});
   EXPECT_EQ(formatted, text + "\n") << "llama-mtmd-cli logs the prompt with a trailing newline";
@@ -196,45 +149,15 @@ TEST_F(QwenVlm, FirstTokenLogitsEqualLibmtmdHelper) {
   per_chunk.prefill(none_prompt(*dir_, per_chunk, *image_));
   const std::vector<float> ours_per_chunk = per_chunk.last_logits();
 
-  llama_model_params mp = llama_model_default_params();
-  llama_model* model = llama_model_load_from_file((*dir_ / "llm.gguf").c_str(), mp);
-  ASSERT_NE(model, nullptr);
-  llama_context_params cp = llama_context_default_params();
-  cp.n_ctx = 2048;
-  cp.n_threads = cp.n_threads_batch = 1;
-  llama_context* lctx = llama_init_from_model(model, cp);
-  ASSERT_NE(lctx, nullptr);
-  mtmd_context_params mparams = mtmd_context_params_default();
-  mparams.use_gpu = false;
-  mparams.n_threads = 1;
-  mparams.print_timings = false;
-  mtmd_context* mctx = mtmd_init_from_file((*dir_ / "mmproj.gguf").c_str(), model, mparams);
-  ASSERT_NE(mctx, nullptr);
-
-  const vision::RgbImage rgb = vision::decode_image(*image_, "image.png");
-  mtmd_bitmap* bitmap = mtmd_bitmap_init(rgb.width, rgb.height, rgb.pixels.data());
   const std::string text = llm::render_chat(vlm_->session().chat_template(),
                                             std::vector<llm::ChatMessage>{{"user", std::string(mtmd_default_marker()) + kQuestion}});
-  mtmd_input_chunks* chunks = mtmd_input_chunks_init();
-  mtmd_input_text input{text.c_str(), text.size(), true, true};
-  const mtmd_bitmap* bitmaps[] = {bitmap};
-  ASSERT_EQ(mtmd_tokenize(mctx, chunks, &input, bitmaps, 1), 0);
-  llama_pos n_past = 0;
-  ASSERT_EQ(mtmd_helper_eval_chunks(mctx, lctx, chunks, 0, 0, 2048, true, &n_past), 0);
-  const float* logits = llama_get_logits_ith(lctx, -1);
-  const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
-  ASSERT_EQ(static_cast<int>(ours.size()), n_vocab);
-  const std::vector<float> theirs(logits, logits + n_vocab);
+  const std::vector<float> theirs = test::libmtmd_helper_logits(*dir_, text, vision::decode_image(*image_, "image.png"));
+  ASSERT_EQ(ours.size(), theirs.size());
   // decoded the way libmtmd decodes (one batch per chunk): the same arithmetic, so the same floats
   EXPECT_EQ(ours_per_chunk, theirs) << "max |difference| " << max_difference(ours_per_chunk, theirs);
   // the pipeline's single batch: within ggml's batch-size-dependent rounding (see SingleBatchEqualsOneDecodePerChunk)
   EXPECT_LE(max_difference(ours, theirs), 5e-3f * max_abs(theirs)) << max_difference(ours, theirs) << " of " << max_abs(theirs);
 
-  mtmd_input_chunks_free(chunks);
-  mtmd_bitmap_free(bitmap);
-  mtmd_free(mctx);
-  llama_free(lctx);
-  llama_model_free(model);
 }
 
 // Every token kept, through the pruning code's gather and grid positions (and, for the attention methods,
@@ -253,55 +176,9 @@ TEST_F(QwenVlm, KeepingEverythingThroughThePruningPathEqualsNone) {
 // Each method at every token, about a third and about a ninth: runs (official or adapted) with fewer prompt
 // tokens and less KV, or refuses with the family's reason.
 TEST_F(QwenVlm, EveryMethodRunsOrRefusesAsTheFamilyTableSays) {
-  const Result full = vlm_->run(request("none", Budget::all(), 2));
-  const int64_t n = full.tokens_in;
-  ASSERT_GT(n, 9);
-  for (const MethodInfo& m : methods()) {
-    SCOPED_TRACE(m.name);
-    const family::Family& fam = vlm_->family();
-    const auto rule = std::find_if(fam.methods.begin(), fam.methods.end(), [&](const family::MethodRule& r) { return r.method == m.name; });
-    ASSERT_NE(rule, fam.methods.end()) << "every method needs an entry in the qwen2.5-vl family";
-    if (rule->support == family::Support::Refused) {
-      try {
-        vlm_->run(request(m.name, Budget::tokens(n / 3), 1));
-        ADD_FAILURE() << "expected a refusal";
-      } catch (const InputError& e) {
-        EXPECT_NE(std::string(e.what()).find("qwen2.5-vl"), std::string::npos) << e.what();
-      }
-      continue;
-    }
-    int64_t last_kept = n + 1, last_prompt = full.n_prompt_tokens + 1, last_kv = full.kv_bytes + 1;
-    for (Budget b : {Budget::all(), Budget::fraction(0.334), Budget::fraction(0.112)}) {
-      SCOPED_TRACE(b.to_string());
-      if (m.budget_use == BudgetUse::Ignored && b.kind != Budget::Kind::All) continue;
-      const Result r = vlm_->run(request(m.name, b, 1));
-      ASSERT_EQ(r.images.size(), 1u);
-      const int64_t budget = b.resolve(n);
-      if (m.name == "none" || b.kind == Budget::Kind::All) {
-        EXPECT_LE(r.tokens_kept, n);
-      } else if (m.budget_use == BudgetUse::Exact && m.name != "hiprune") {
-        EXPECT_EQ(r.tokens_kept, budget);
-      } else {
-        // HiPrune's official Qwen registers may collapse onto buffers (fewer kept, reported); caps / pooling keep
-        // at most the budget
-        EXPECT_LE(r.tokens_kept, budget);
-        EXPECT_GE(r.tokens_kept, 1);
-      }
-      if (m.budget_use == BudgetUse::Exact) {
-        EXPECT_LT(r.tokens_kept, last_kept + (b.kind == Budget::Kind::All ? 1 : 0));
-      } else {  // adaptive (DFMR) or pooled: never more than with a larger budget
-        EXPECT_LE(r.tokens_kept, last_kept);
-      }
-      EXPECT_EQ(r.n_prompt_tokens, full.n_prompt_tokens - n + r.tokens_kept);
-      EXPECT_LE(r.n_prompt_tokens, last_prompt);
-      EXPECT_LE(r.kv_bytes, last_kv);
-      last_kept = r.tokens_kept, last_prompt = r.n_prompt_tokens, last_kv = r.kv_bytes;
-      if (m.name == "hiprune" && b.kind != Budget::Kind::All) {
-        const auto& stats = r.images[0].reduction.stats;
-        EXPECT_EQ(r.tokens_kept + static_cast<int64_t>(stats.at("duplicates_collapsed")), budget);
-      }
-    }
-  }
+  test::expect_methods_run_or_refuse_as_the_family_table_says(*vlm_, [](const std::string& method, Budget b) {
+    return request(method, b, 1);
+  });
 }
 
 TEST_F(QwenVlm, BudgetThatRoundsToNoTokenIsTheCallersError) {
@@ -310,52 +187,6 @@ TEST_F(QwenVlm, BudgetThatRoundsToNoTokenIsTheCallersError) {
 }
 
 // ---- taps against brute force ------------------------------------------------------------------------
-
-struct Capture {
-  std::map<std::string, std::vector<float>> tensors;  // name -> data (F32, contiguous)
-  std::map<std::string, std::vector<int64_t>> shapes;
-  std::vector<int32_t> window_idx;                    // what llama.cpp's graph restores raster order with
-  std::vector<std::string> wanted;
-  static bool callback(ggml_tensor* t, bool ask, void* user) {
-    auto* c = static_cast<Capture*>(user);
-    const bool is_window_gather = t->op == GGML_OP_GET_ROWS && t->src[1] && std::strcmp(t->src[1]->name, "window_idx") == 0;
-    const bool named = std::find(c->wanted.begin(), c->wanted.end(), std::string(t->name)) != c->wanted.end();
-    if (ask) return named || is_window_gather;
-    if (named) {
-      std::vector<float> v(static_cast<size_t>(ggml_nelements(t)));
-      if (t->type == GGML_TYPE_F32 && ggml_is_contiguous(t)) ggml_backend_tensor_get(t, v.data(), 0, ggml_nbytes(t));
-      c->tensors[t->name] = std::move(v);
-      c->shapes[t->name] = {t->ne[0], t->ne[1], t->ne[2]};
-    }
-    if (is_window_gather) {
-      c->window_idx.resize(static_cast<size_t>(ggml_nelements(t->src[1])));
-      ggml_backend_tensor_get(t->src[1], c->window_idx.data(), 0, ggml_nbytes(t->src[1]));
-    }
-    return true;
-  }
-};
-
-// softmax(q k^T / sqrt(d)) over every key, in double: the attention each key receives, mean over heads and queries.
-std::vector<double> brute_force_received(const std::vector<float>& q, const std::vector<float>& k, int64_t d, int64_t h, int64_t n) {
-  std::vector<double> received(static_cast<size_t>(n), 0.0), logits(static_cast<size_t>(n));
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  for (int64_t head = 0; head < h; ++head) {
-    for (int64_t qi = 0; qi < n; ++qi) {
-      double mx = -1e300;
-      for (int64_t ki = 0; ki < n; ++ki) {
-        double dot = 0;
-        for (int64_t c = 0; c < d; ++c) dot += double{q[static_cast<size_t>((qi * h + head) * d + c)]} * k[static_cast<size_t>((ki * h + head) * d + c)];
-        logits[static_cast<size_t>(ki)] = dot * scale;
-        mx = std::max(mx, logits[static_cast<size_t>(ki)]);
-      }
-      double sum = 0;
-      for (double& l : logits) sum += (l = std::exp(l - mx));
-      for (int64_t ki = 0; ki < n; ++ki) received[static_cast<size_t>(ki)] += logits[static_cast<size_t>(ki)] / sum;
-    }
-  }
-  for (double& r : received) r /= static_cast<double>(h * n);
-  return received;
-}
 
 TEST_F(QwenVlm, TapsEqualBruteForceFromTheSameBlocksQueryAndKey) {
   const fs::path llm_path = *dir_ / "llm.gguf", mmproj_path = *dir_ / "mmproj.gguf";
@@ -377,7 +208,7 @@ TEST_F(QwenVlm, TapsEqualBruteForceFromTheSameBlocksQueryAndKey) {
   ASSERT_EQ(ours.taps.size(), 2u);
 
   // The same encode, observed by this test alone: Q / K of both blocks and llama.cpp's own window index.
-  Capture capture;
+  test::TensorCapture capture;
   char name[64];
   for (int layer : {1, info.num_layers - 1}) {
     std::snprintf(name, sizeof name, "Qcur_rope-%d", layer);
@@ -389,7 +220,7 @@ TEST_F(QwenVlm, TapsEqualBruteForceFromTheSameBlocksQueryAndKey) {
   params.use_gpu = false;
   params.n_threads = 1;
   params.print_timings = false;
-  params.cb_eval = &Capture::callback;
+  params.cb_eval = &test::TensorCapture::callback;
   params.cb_eval_user_data = &capture;
   mtmd_context* mctx = mtmd_init_from_file(mmproj_path.c_str(), model, params);
   ASSERT_NE(mctx, nullptr);
@@ -420,7 +251,7 @@ TEST_F(QwenVlm, TapsEqualBruteForceFromTheSameBlocksQueryAndKey) {
     const std::string kn = name;
     ASSERT_TRUE(capture.tensors.count(qn) && capture.tensors.count(kn));
     const auto& shape = capture.shapes[qn];
-    const std::vector<double> per_patch = brute_force_received(capture.tensors[qn], capture.tensors[kn], shape[0], shape[1], shape[2]);
+    const std::vector<double> per_patch = test::brute_force_received(capture.tensors[qn], capture.tensors[kn], shape[0], shape[1], shape[2]);
     // per merged token: mean of its 4 consecutive patches; then raster order through llama.cpp's own index
     const int64_t n_tokens = shape[2] / 4;
     ASSERT_EQ(n_tokens, chunk.n_tokens);
@@ -491,8 +322,8 @@ TEST_F(QwenVlm, BadMmprojFilesAreOneClearError) {
     }
   };
   // a projector type vtprune has no geometry for (libmtmd knows it)
-  copy_gguf_with(*dir_ / "mmproj.gguf", bad / "gemma3.gguf", [](gguf_context* g) { gguf_set_val_str(g, "clip.projector_type", "gemma3"); });
-  expect_error(bad / "gemma3.gguf", "projector type 'gemma3'");
+  copy_gguf_with(*dir_ / "mmproj.gguf", bad / "pixtral.gguf", [](gguf_context* g) { gguf_set_val_str(g, "clip.projector_type", "pixtral"); });
+  expect_error(bad / "pixtral.gguf", "projector type 'pixtral'");
   // metadata that disagrees with the tensors: libmtmd would build a graph with mismatched shapes
   copy_gguf_with(*dir_ / "mmproj.gguf", bad / "ff.gguf", [](gguf_context* g) { gguf_set_val_u32(g, "clip.vision.feed_forward_length", 96); });
   expect_error(bad / "ff.gguf", "v.blk.0.ffn_gate.weight");
@@ -509,11 +340,11 @@ TEST_F(QwenVlm, BadMmprojFilesAreOneClearError) {
   // the CLI: one line and a non-zero exit
   std::string out;
   const int rc = test::run_command(test::vtprune_binary().string() + " run -m " + (*dir_ / "llm.gguf").string() + " --mmproj " +
-                                       (bad / "gemma3.gguf").string() + " --image " + (*dir_ / "image.png").string() + " -n 1 -t 1",
+                                       (bad / "pixtral.gguf").string() + " --image " + (*dir_ / "image.png").string() + " -n 1 -t 1",
                                    &out);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("vtprune: error:"), std::string::npos) << out;
-  EXPECT_NE(out.find("gemma3"), std::string::npos) << out;
+  EXPECT_NE(out.find("pixtral"), std::string::npos) << out;
 }
 
 }  // namespace
