@@ -7,7 +7,7 @@
 # compute as real ones.
 #
 #   scripts/bench.sh                 # build, make models, run every shape, write docs/bench-*.{md,json,png}
-#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b)
+#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b)
 #   BENCH_STEPS=build scripts/bench.sh          # build only (also: models, run)
 #
 # PruMerge(+) tap the last layer by default (layer=-1), which llama.cpp's LLaVA mmproj files do not store (the
@@ -18,7 +18,8 @@
 # BENCH_MAX_LOAD (1.5: waits until the 1-minute load average is below it before measuring), BENCH_WAIT_MINUTES
 # (20: then measures anyway), BENCH_MTMD_CLI (default: the llama-mtmd-cli of the build).
 #
-# Disk: tinyllama ~2.8 GB, llava-7b ~4.5 GB, qwen2.5-vl-3b ~7.6 GB (6.2 GB LLM + 1.34 GB mmproj), all under
+# Disk: tinyllama ~2.8 GB, llava-7b ~4.5 GB, qwen2.5-vl-3b ~7.6 GB (6.2 GB LLM + 1.34 GB mmproj), gemma3-4b
+# ~8.6 GB (7.8 GB LLM + 0.8 GB mmproj), all under
 # BENCH_MODELS (out/ is git-ignored). A qwen2.5-vl-3b run takes ~15 minutes on 2 cores (ViT ~5 TFLOP, prefill
 # ~6 TFLOP per `none` run).
 set -euo pipefail
@@ -72,6 +73,7 @@ make_models() {
   # the 7B Q4_0 file is ~3.9 GB, the TinyLlama F16 one ~2.2 GB, each CLIP mmproj ~0.6 GB; Qwen2.5-VL-3B:
   # 6.2 GB F16 LLM + 1.34 GB mmproj
   local need_gb=3; [[ "$shape" == llava-7b ]] && need_gb=6; [[ "$shape" == qwen2.5-vl-3b ]] && need_gb=9
+  [[ "$shape" == gemma3-4b ]] && need_gb=10
   mkdir -p "$MODELS"
   local avail_gb
   avail_gb=$(df -Pk "$MODELS" | awk 'NR==2 {print int($4/1048576)}')
@@ -133,7 +135,13 @@ for shape in $SHAPES; do
       has_step models && make_models qwen2.5-vl-3b f16
       has_step run && run_shape qwen2.5-vl-3b f16 none,hiprune 0.334,0.223,0.112
       ;;
-    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b)"; exit 1 ;;
+    gemma3-4b)
+      # Gemma 3 through libmtmd: SigLIP on the fixed 896 px input (4096 patches), 256 pooled tokens; HiPrune at
+      # about 1/9 (the case the FLOP-ideal speed-up is quoted for)
+      has_step models && make_models gemma3-4b f16
+      has_step run && run_shape gemma3-4b f16 none,hiprune 0.334,0.112
+      ;;
+    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b)"; exit 1 ;;
   esac
 done
 # The README's chart: the TinyLlama breakdown (the 7B one sits beside it).

@@ -57,15 +57,15 @@ void add_make_test_model(CLI::App& app, Action& action) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "make-test-model", "Write a random-weight llm.gguf + mmproj.gguf pair (LLaVA-1.5, Qwen2.5-VL or Gemma 3 layout) and image.png");
+      "make-test-model", "Write a random-weight llm.gguf + mmproj.gguf pair (LLaVA-1.5, Qwen2.5-VL, Gemma 3 or SmolVLM layout) and image.png");
   cmd->add_option("--out", a->out, "output directory")->required();
-  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b (LLaVA-1.5) | qwen2.5-vl | qwen2.5-vl-3b (Qwen2.5-VL) | gemma3 | gemma3-4b (Gemma 3)")
+  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b (LLaVA-1.5) | qwen2.5-vl | qwen2.5-vl-3b (Qwen2.5-VL) | gemma3 | gemma3-4b (Gemma 3) | smolvlm (Idefics3 / SmolVLM)")
       ->capture_default_str();
   cmd->add_option("--type", a->type, "LLM weight type: f32 | f16 | q8_0 | q4_0")->capture_default_str();
   cmd->add_option("--mmproj-type", a->mmproj_type, "mmproj weight matrices: f32 | f16 | bf16 | q8_0")->capture_default_str();
   cmd->add_flag("--mmproj-only", a->mmproj_only, "write only mmproj.gguf and image.png (keep an existing llm.gguf)");
   cmd->add_flag("--header-only", a->header_only,
-                "libmtmd shapes (Qwen2.5-VL, Gemma 3): write only the GGUF headers (metadata + tensor table, no weights), to inspect a "
+                "libmtmd shapes (Qwen2.5-VL, Gemma 3, SmolVLM): write only the GGUF headers (metadata + tensor table, no weights), to inspect a "
                 "multi-GB layout without writing it; no loader can run such files");
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
   cmd->callback([a, &action] {
@@ -76,19 +76,20 @@ void add_make_test_model(CLI::App& app, Action& action) {
       std::filesystem::create_directories(a->out);
       const auto dir = std::filesystem::path(a->out);
       const auto llm_path = (dir / "llm.gguf").string();
-      if (llm_shape.arch == llm::TestLlmArch::gemma3) {
-        // Gemma 3 squashes every image to its fixed square input (896 px; 448 px in the tiny shape): a 4:3 picture
-        // shows the resize.
+      if (llm_shape.arch == llm::TestLlmArch::gemma3 || llm_shape.arch == llm::TestLlmArch::smolvlm) {
+        // Gemma 3 squashes every image to its fixed square input (896 px; 448 px in the tiny shape), SmolVLM
+        // resizes it to a 1024 px longest edge and tiles it (2 x 2 tiles of 512 px + the overview): a 4:3 picture
+        // shows either.
         vision::SiglipMmprojShape vshape = vision::siglip_mmproj_shape(a->shape);
         vshape.proj_out = llm_shape.n_embd;
         if (a->header_only) {
-          vision::write_test_mmproj_gemma3_header(dir / "mmproj.gguf", vshape, mmproj_type);
+          vision::write_test_mmproj_siglip_header(dir / "mmproj.gguf", vshape, mmproj_type);
           if (!a->mmproj_only) llm::write_test_llm_header(llm_path, llm_shape, type);
         } else {
-          vision::write_test_mmproj_gemma3(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
+          vision::write_test_mmproj_siglip(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
           if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);
         }
-        vision::save_png(dir / "image.png", a->shape == "gemma3" ? test_scene(512, 384) : test_scene(1024, 768));
+        vision::save_png(dir / "image.png", a->shape == "gemma3-4b" ? test_scene(1024, 768) : test_scene(512, 384));
       } else if (llm_shape.arch == llm::TestLlmArch::qwen2vl) {
         // Qwen2.5-VL keeps each image's own size (rounded to 28 px): a non-square picture several 112-px
         // attention windows wide and tall, so window order matters (252x196 -> a 9x7 merged grid, 3x2 windows);
@@ -105,7 +106,7 @@ void add_make_test_model(CLI::App& app, Action& action) {
         }
         vision::save_png(dir / "image.png", tiny ? test_scene(252, 196) : test_scene(1024, 768));
       } else {
-        if (a->header_only) throw Error("--header-only is for the libmtmd shapes (qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b)");
+        if (a->header_only) throw Error("--header-only is for the libmtmd shapes (qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b, smolvlm)");
         const vision::MmprojShape vshape = mmproj_shape(a->shape, llm_shape.n_embd);
         vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
         if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);

@@ -106,10 +106,10 @@ void add_run(CLI::App& app, Action& action) {
         nlohmann::json kept = nlohmann::json::array(), images = nlohmann::json::array();
         for (const auto& im : r.images) {
           kept.push_back(im.reduction.kept);
-          images.push_back({{"tokens_in", im.tokens_in}, {"tokens_kept", im.tokens_kept}, {"budget", im.budget},
+          images.push_back({{"image", im.image}, {"tile", im.tile}, {"tokens_in", im.tokens_in}, {"tokens_kept", im.tokens_kept}, {"budget", im.budget},
                             {"grid", {im.grid.h, im.grid.w}}, {"stats", im.reduction.stats}});
         }
-        j["kept"] = kept;  // one list per image, source indices in the order the LLM receives them
+        j["kept"] = kept;  // one list per image (per tile of a tiled image), source indices in the order the LLM receives them
         j["images"] = images;
         j["timings"] = {{"decode_ms", t.decode_ms},   {"preprocess_ms", t.preprocess_ms}, {"encode_ms", t.encode_ms},
                         {"reduce_ms", t.reduce_ms},   {"project_ms", t.project_ms},       {"prefill_ms", t.prefill_ms},

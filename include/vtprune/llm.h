@@ -315,7 +315,11 @@ std::string_view to_string(WeightType type);
 //            scaling 8 on the global layers, RMS eps 1e-6; a SentencePiece-style vocabulary with Gemma's
 //            <pad> <eos> <bos> <unk> and the turn / image control tokens, no space prefix, and Gemma 3's chat
 //            template.
-enum class TestLlmArch { llama, qwen2vl, gemma3 };
+//   smolvlm: the `llama` architecture (SmolLM2, SmolVLM's language model) with a SentencePiece-style vocabulary
+//            holding SmolVLM's added tokens (<|im_start|>, <end_of_utterance>, <fake_token_around_image>,
+//            <global-img>, <row_i_col_j>) and SmolVLM-Instruct's chat template. (The real files use SmolLM2's BPE;
+//            the vocabulary's kind changes nothing vtprune does with the file.)
+enum class TestLlmArch { llama, qwen2vl, gemma3, smolvlm };
 
 struct TestLlmShape {
   std::string name;
@@ -327,7 +331,7 @@ struct TestLlmShape {
 // "llava-7b" (4096/11008/32/32/32/32000); qwen2vl: "qwen2.5-vl" (64/128/2/4/2/2048, context 4096) and
 // "qwen2.5-vl-3b" (Qwen2.5-VL-3B-Instruct: 2048/11008/36/16/2/151936, context 128000); gemma3: "gemma3"
 // (64/128/2/4/2/1024, head 16, context 4096) and "gemma3-4b" (Gemma-3-4B-it: 2560/10240/34/8/4/262208, head 256,
-// context 131072). Throws Error for other names.
+// context 131072); smolvlm: "smolvlm" (64/128/2/4/2/2048, context 8192). Throws Error for other names.
 TestLlmShape test_llm_shape(std::string_view name);
 
 // Writes a GGUF in `shape.arch`'s layout: `llama` with exactly LLaMA's tensor set and llama.* metadata, random

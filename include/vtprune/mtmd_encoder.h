@@ -36,6 +36,8 @@ struct MtmdChunk {
   bool image = false;
   std::vector<int32_t> tokens;  // text: token ids (BOS included where the tokenizer adds it)
   int image_index = -1;         // image: which of the prompt's images
+  int tile = 0;                 // image: which of that image's chunks (families that slice an image into an
+                                // overview and tiles give one chunk each, in prompt order)
   int grid_h = 0, grid_w = 0;   // image: the LLM token grid (raster order, row-major)
   int64_t n_tokens = 0;         // image: LLM tokens before pruning (grid_h * grid_w)
   int32_t n_pos = 0;            // positions the chunk spans in the LLM (M-RoPE image: max(grid_h, grid_w))

@@ -91,7 +91,11 @@ struct Timings {
   double total_ms = 0;
 };
 
+// One per encoded unit: an image, or one tile of an image that the family slices into an overview and tiles
+// (Idefics3 / SmolVLM: one libmtmd chunk each, in prompt order).
 struct ImageReport {
+  int image = 0;                // which of the request's images
+  int tile = 0;                 // which of its tiles (0 for a family that encodes an image whole)
   Grid grid;                    // the LLM token grid the kept indices refer to (row-major)
   int64_t tokens_in = 0;        // visual tokens the encoder produced (LLM tokens: Qwen2.5-VL's merged ones)
   int64_t tokens_kept = 0;      // rows sent to the LLM for this image
@@ -104,7 +108,7 @@ struct Result {
   std::string answer;
   std::string method;
   std::string budget;
-  std::vector<ImageReport> images;
+  std::vector<ImageReport> images;  // one per image, or per tile of a tiled image (ImageReport::image / tile)
   int64_t tokens_in = 0;        // visual tokens before reduction, all images
   int64_t tokens_kept = 0;      // visual tokens after reduction, all images
   int n_prompt_tokens = 0;      // whole prompt (text + visual) in LLM positions

@@ -207,7 +207,7 @@ void write_test_mmproj_qwen25vl(const std::filesystem::path& path, const Qwen25V
 void write_test_mmproj_qwen25vl_header(const std::filesystem::path& path, const Qwen25VlMmprojShape& shape,
                                        WeightType weight_type = WeightType::F16);
 
-// Shape of a random SigLIP mmproj (write_test_mmproj_gemma3). Defaults: Gemma-3-4B-it's vision tower
+// Shape of a random SigLIP mmproj (write_test_mmproj_siglip). Defaults: Gemma-3-4B-it's vision tower
 // (config.json vision_config: SigLIP So400m, 27 blocks, hidden 1152, intermediate 4304, 16 heads, 896 px in 14 px
 // patches; mm_tokens_per_image 256 = 4 x 4 pooling; text hidden 2560).
 struct SiglipMmprojShape {
@@ -219,18 +219,22 @@ struct SiglipMmprojShape {
   int patch_size = 14;
   int merge = 4;          // patches per LLM token along each side (Gemma 3: 4 x 4 average pooling)
   int proj_out = 2560;    // the LLM's embedding width
+  std::string projector = "gemma3";  // "gemma3" | "idefics3" (pixel shuffle + one linear layer)
+  int longest_edge = 0;   // idefics3: clip.vision.preproc_image_size (images are resized to it, then tiled)
 };
-// "gemma3" (64 wide, 128 ff, 4 heads, 4 blocks, 448 px -> 8 x 8 = 64 tokens, projecting to 64) or "gemma3-4b"
-// (the defaults). Throws Error for other names.
+// "gemma3" (64 wide, 128 ff, 4 heads, 4 blocks, 448 px -> 8 x 8 = 64 tokens, projecting to 64), "gemma3-4b"
+// (the defaults) or "smolvlm" (idefics3: SmolVLM-256M's 512 px tiles of 16 px patches, scale factor 4, 1024 px
+// longest edge, at the tiny width). Throws Error for other names.
 SiglipMmprojShape siglip_mmproj_shape(std::string_view name);
 // Writes a random-weight mmproj GGUF with exactly the tensor names, shapes, types and metadata llama.cpp's
-// converter writes for Gemma 3 (Gemma3VisionModel): projector "gemma3", SigLIP's patch embedding with bias,
+// converter writes for Gemma 3 (Gemma3VisionModel) or, with projector "idefics3", for Idefics3 / SmolVLM
+// (SmolVLMModel: mm.model.fc.weight [D s^2, proj_out], the scale factor and preproc_image_size). Gemma 3: projector "gemma3", SigLIP's patch embedding with bias,
 // learned position embeddings, LayerNorm blocks with biased q/k/v/out and fc1 / fc2 as ffn_up / ffn_down,
 // post_ln, mm.input_projection.weight [proj_out, D] and mm.soft_emb_norm.weight; clip.use_gelu, eps 1e-6, mean =
 // std = 0.5, clip.vision.projector.scale_factor only when the pooled grid is not 16 x 16. Deterministic in `seed`.
-void write_test_mmproj_gemma3(const std::filesystem::path& path, const SiglipMmprojShape& shape, uint64_t seed,
+void write_test_mmproj_siglip(const std::filesystem::path& path, const SiglipMmprojShape& shape, uint64_t seed,
                               WeightType weight_type = WeightType::F16);
-void write_test_mmproj_gemma3_header(const std::filesystem::path& path, const SiglipMmprojShape& shape,
+void write_test_mmproj_siglip_header(const std::filesystem::path& path, const SiglipMmprojShape& shape,
                                      WeightType weight_type = WeightType::F16);
 
 struct VisionModelImpl;  // weights, backend and allocator (src/vision/model_impl.h)

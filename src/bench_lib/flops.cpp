@@ -125,6 +125,13 @@ FlopModel read_flop_model(const std::filesystem::path& llm_gguf, const std::file
                             (v.find_tensor("v.patch_embd.weight.1") ? elements(v, "v.patch_embd.weight.1") : 0);
       m.projector_in_encoder = true;
       // the grid is the image's: set_image_grid once libmtmd has resized it
+    } else if (fam.name == "gemma3") {
+      // SigLIP on the fixed square input (no CLS, every block over all patches); the 4 x 4 average pool, the
+      // soft-embedding norm and the input projection on every pooled token inside the encoder
+      m.merge = v.find_u32("clip.vision.projector.scale_factor").value_or(4);
+      m.patch_embd_params = elements(v, "v.patch_embd.weight");
+      m.projector_in_encoder = true;
+      // the grid is the pooled one libmtmd reports: set_image_grid
     } else {
       throw Error("bench: no FLOP model for family " + fam.name + " (" + mmproj_gguf.string() + ")");
     }
@@ -135,7 +142,8 @@ FlopModel read_flop_model(const std::filesystem::path& llm_gguf, const std::file
     m.llm_layers = l.u32(arch + ".block_count");
     m.llm_embd = l.u32(arch + ".embedding_length");
     m.llm_heads = l.u32(arch + ".attention.head_count");
-    m.llm_head_dim = m.llm_embd / std::max<int64_t>(1, m.llm_heads);
+    // the head width: key_length where the file sets it (Gemma 3: 256, not n_embd / n_head)
+    m.llm_head_dim = l.find_u32(arch + ".attention.key_length").value_or(static_cast<uint32_t>(m.llm_embd / std::max<int64_t>(1, m.llm_heads)));
     const io::GgufTensorInfo* embd = l.find_tensor("token_embd.weight");
     if (embd == nullptr || embd->ne.size() < 2) throw Error(l.where() + ": tensor token_embd.weight is missing");
     // the output head: output.weight, or token_embd tied (Qwen2.5-VL-3B); the same [n_embd, n_vocab] either way

@@ -33,11 +33,13 @@ Spread spread(std::vector<double> values);
 //               tokens, smaller at the right and bottom edges) except every n_wa_pattern-th block, which attends
 //               over all patches; the 2 x 2 merger (4D -> 4D -> LLM width) on every merged token inside the
 //               encoder, before any pruning.
+//   gemma3:     SigLIP on the fixed square input (no CLS, every block over all patches), then the 4 x 4 average
+//               pool and the input projection on every pooled token inside the encoder.
 // Any LLM architecture (llama, qwen2vl with its q/k/v biases and tied output: biases cost no multiply-adds,
 // the tied output head is token_embd's shape). Multiply-add = 2 FLOPs; norms, activations, RoPE and softmax
 // are left out (< 1-2% at these widths).
 struct FlopModel {
-  std::string family;  // "llava-1.5" | "qwen2.5-vl" (family::Family::name of the mmproj)
+  std::string family;  // "llava-1.5" | "qwen2.5-vl" | "gemma3" (family::Family::name of the mmproj)
   // vision tower
   int64_t vit_patches = 0, vit_tokens = 0, vit_dim = 0, vit_stored_layers = 0;
   int64_t vit_block_params = 0;   // weights of one block (q, k, v, out, fc1, fc2 | q, k, v, out, gate, up, down)

@@ -26,7 +26,7 @@ std::string_view to_string(Support support) {
 }
 
 std::span<const Family* const> all() {
-  static const std::array<const Family*, 3> families = {&llava15(), &qwen25vl(), &gemma3()};
+  static const std::array<const Family*, 4> families = {&llava15(), &qwen25vl(), &gemma3(), &idefics3()};
   return families;
 }
 

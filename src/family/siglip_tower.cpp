@@ -10,6 +10,9 @@ VisionFacts check_siglip_tower(const io::GgufFile& f, int default_merge) {
   int ff = 0;
   VisionFacts v = read_vision_sizes(f, &ff);
   const int image = f.size("clip.vision.image_size", 1 << 14);
+  if (!f.has("clip.vision.projector.scale_factor") && default_merge < 1) {
+    throw InputError(f.where() + ": no clip.vision.projector.scale_factor (how many patches a side form one LLM token)");
+  }
   v.merge = f.has("clip.vision.projector.scale_factor") ? f.size("clip.vision.projector.scale_factor", 64) : default_merge;
   if (v.width % v.heads != 0) {
     throw InputError(f.where() + ": width " + std::to_string(v.width) + " does not split into " + std::to_string(v.heads) + " heads");

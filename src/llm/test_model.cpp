@@ -52,6 +52,23 @@ constexpr std::array<SpecialToken, 8> kGemmaSpecials = {{{"<pad>", kTokenControl
                                                           {"<start_of_image>", kTokenControl},
                                                           {"<end_of_image>", kTokenControl}}};
 
+// SmolVLM's (SmolLM2 with Idefics3's added tokens): <unk>, <|im_start|> (its BOS), <end_of_utterance> (its EOS),
+// the image markers llama.cpp's libmtmd looks up, <row_i_col_j> for a 6 x 6 tile grid, and "\n\n" as one piece.
+std::vector<SpecialToken> smolvlm_specials() {
+  static const std::vector<std::string> rows = [] {
+    std::vector<std::string> r;
+    for (int y = 1; y <= 6; ++y)
+      for (int x = 1; x <= 6; ++x) r.push_back("<row_" + std::to_string(y) + "_col_" + std::to_string(x) + ">");
+    return r;
+  }();
+  std::vector<SpecialToken> sp = {{"<unk>", kTokenUnknown},           {"<|im_start|>", kTokenControl},
+                                  {"<end_of_utterance>", kTokenControl}, {"<fake_token_around_image>", kTokenControl},
+                                  {"<global-img>", kTokenControl},      {"<image>", kTokenControl},
+                                  {"\n\n", kTokenNormal}};
+  for (const std::string& r : rows) sp.push_back({r.c_str(), kTokenControl});
+  return sp;
+}
+
 Vocabulary build_vocabulary(int n_vocab, std::span<const SpecialToken> specials = kLlamaSpecials) {
   Vocabulary v;
   std::unordered_set<std::string> seen;
@@ -143,9 +160,11 @@ TestLlmShape test_llm_shape(std::string_view name) {
   // Gemma-3-4B-it's language model (config.json text_config: hidden 2560, intermediate 10240, 34 layers, 8 heads,
   // 4 KV heads, head_dim 256, vocab 262208, max_position_embeddings 131072), and a tiny one with its layout.
   if (name == "gemma3") return {"gemma3", 64, 128, 2, 4, 2, 1024, 4096, TestLlmArch::gemma3, 16};
+  // SmolVLM's language model is SmolLM2 (the `llama` architecture); a tiny one with its tokens and template
+  if (name == "smolvlm") return {"smolvlm", 64, 128, 2, 4, 2, 2048, 8192, TestLlmArch::smolvlm};
   if (name == "gemma3-4b") return {"gemma3-4b", 2560, 10240, 34, 8, 4, 262208, 131072, TestLlmArch::gemma3, 256};
   throw Error("unknown test model shape '" + std::string(name) +
-              "' (known: tiny, tinyllama, llava-7b, qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b)");
+              "' (known: tiny, tinyllama, llava-7b, qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b, smolvlm)");
 }
 
 namespace {
@@ -189,7 +208,9 @@ void set_token_texts(gguf_context* g, const std::vector<std::string>& texts, con
 // `llama`: LLaMA's tensor set and llama.* metadata, in llama.cpp's conversion order, SentencePiece vocabulary.
 std::vector<io::GeneratedTensor> describe_llama(gguf_context* g, const TestLlmShape& shape, WeightType type) {
   const ggml_type wtype = ggml_type_of(type);
-  const Vocabulary vocab = build_vocabulary(shape.n_vocab);
+  const bool smolvlm = shape.arch == TestLlmArch::smolvlm;
+  const std::vector<SpecialToken> smol = smolvlm ? smolvlm_specials() : std::vector<SpecialToken>{};
+  const Vocabulary vocab = smolvlm ? build_vocabulary(shape.n_vocab, smol) : build_vocabulary(shape.n_vocab);
   const int64_t head_dim = shape.n_embd / shape.n_head;
   const int64_t n_embd_gqa = head_dim * shape.n_head_kv;
   gguf_set_val_str(g, "general.architecture", "llama");
@@ -212,8 +233,10 @@ std::vector<io::GeneratedTensor> describe_llama(gguf_context* g, const TestLlmSh
   gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", 0);
   gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", 1);
   gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", 2);
-  gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
+  // SmolVLM's template writes <|im_start|> itself; its tokenizer adds no BOS
+  gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", !smolvlm);
   gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
+  if (smolvlm) gguf_set_val_str(g, "tokenizer.chat_template", std::string(detail::kSmolVlmChatTemplate).c_str());
 
   std::vector<io::GeneratedTensor> t;
   t.push_back(weight("token_embd.weight", wtype, shape.n_embd, shape.n_vocab));

@@ -90,4 +90,12 @@ inline constexpr std::string_view kGemma3ChatTemplate =
     "        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\n' }}\n"
     "{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n";
 
+// SmolVLM-Instruct's chat template (chat_template of HuggingFaceTB/SmolVLM-*-Instruct): typed content parts,
+// "User:" / "Assistant:" turns ended by <end_of_utterance>, images as <image>.
+inline constexpr std::string_view kSmolVlmChatTemplate =
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] == "
+    "'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' "
+    "%}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+
 }  // namespace vtprune::llm::detail

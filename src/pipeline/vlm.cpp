@@ -436,8 +436,13 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
       }
     }
   }
-  std::vector<text::Embeddings> clip_image(n_images);  // relevance=clip: CLIP image_embeds per image
-  const auto view_of = [&](const vision::EncoderResult& e, size_t image) {
+  // Units: what one encode produces and one reduction works on. An image, or (libmtmd families that slice an
+  // image into an overview and tiles, each its own chunk: Idefics3 / SmolVLM) one tile of it.
+  std::vector<size_t> unit_image;  // unit -> its image
+  std::vector<int> unit_tile;      // unit -> its tile within the image
+  std::vector<text::Embeddings> clip_image;  // relevance=clip: CLIP image_embeds per unit
+  const auto view_of = [&](const vision::EncoderResult& e, size_t unit) {
+    const size_t image = unit_image[unit];
     EncoderOutput out = e.view();
     if (needs.prompt_embeddings) {
       const std::vector<float>& rows = question_rows.at(questions[image]);
@@ -445,13 +450,13 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     }
     if (needs.text_embeds) out.text_embeds = question_clip.at(questions[image]).view();
     if (needs.image_embeds) {
-      if (clip_image[image].rows == 0) {
+      if (clip_image[unit].rows == 0) {
         const auto t0 = Clock::now();
         std::lock_guard lock(m.clip_text->mutex);
-        clip_image[image] = m.clip_text->model.image_embeds(out.features, m.threads);
+        clip_image[unit] = m.clip_text->model.image_embeds(out.features, m.threads);
         t.encode_ms += ms_since(t0);
       }
-      out.image_embeds = clip_image[image].view();
+      out.image_embeds = clip_image[unit].view();
     }
     return out;
   };
@@ -470,10 +475,14 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
   };
   std::string template_text;
   std::optional<vision::MtmdPrompt> mp;
-  std::vector<size_t> image_chunk;  // libmtmd: the prompt chunk of each image
-  std::vector<int64_t> tokens_in(n_images, 0);
+  std::vector<size_t> unit_chunk;  // libmtmd: the prompt chunk of each unit
+  std::vector<int64_t> tokens_in;  // per unit
   if (m.own) {
-    tokens_in.assign(n_images, m.own->info().grid.size());
+    for (size_t i = 0; i < n_images; ++i) {
+      unit_image.push_back(i);
+      unit_tile.push_back(0);
+      tokens_in.push_back(m.own->info().grid.size());
+    }
   } else {
     // the file's chat template, then libmtmd's tokenizer (its own resize for the family)
     std::vector<vision::RgbImage> rgb;
@@ -487,54 +496,72 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     mp = as_request_step([&] { return m.mtmd->tokenize(template_text, rgb); });
     t.preprocess_ms += ms_since(t0);
     for (size_t c = 0; c < mp->chunks().size(); ++c) {
-      if (!mp->chunks()[c].image) continue;
-      if (image_chunk.size() == n_images) break;
-      tokens_in[image_chunk.size()] = mp->chunks()[c].n_tokens;
-      image_chunk.push_back(c);
+      const vision::MtmdChunk& chunk = mp->chunks()[c];
+      if (!chunk.image) continue;
+      unit_image.push_back(static_cast<size_t>(chunk.image_index));
+      unit_tile.push_back(chunk.tile);
+      tokens_in.push_back(chunk.n_tokens);
+      unit_chunk.push_back(c);
     }
-    if (image_chunk.size() != n_images) {
-      throw Error("libmtmd split the prompt into " + std::to_string(image_chunk.size()) + " image chunks for " +
+    if (n_images > 0 && (unit_image.empty() || unit_image.back() + 1 != n_images)) {
+      throw Error("libmtmd split the prompt into " + std::to_string(unit_image.size()) + " image chunks that do not cover the " +
                   std::to_string(n_images) + " images");
     }
   }
-  std::vector<std::optional<vision::EncoderResult>> encoded(n_images);
+  const size_t n_units = unit_image.size();
+  clip_image.resize(n_units);
+
+  std::vector<std::optional<vision::EncoderResult>> encoded(n_units);
   const auto encode = [&](size_t i) -> const vision::EncoderResult& {
     if (encoded[i]) return *encoded[i];
     if (m.own) {
       auto t0 = Clock::now();
-      const vision::Image input = vision::preprocess(decoded(i), m.own->preprocess_recipe());
+      const vision::Image input = vision::preprocess(decoded(unit_image[i]), m.own->preprocess_recipe());
       t.preprocess_ms += ms_since(t0);
       t0 = Clock::now();
       encoded[i] = m.own->encode(input, needs, {.threads = m.threads});
       t.encode_ms += ms_since(t0);
     } else {
       const auto t0 = Clock::now();
-      encoded[i] = m.mtmd->encode(*mp, image_chunk[i], needs);
+      encoded[i] = m.mtmd->encode(*mp, unit_chunk[i], needs);
       t.encode_ms += ms_since(t0);
     }
     return *encoded[i];
   };
-  const auto image_key = [&](size_t i) {
-    std::string k = model_key + "|" + digests[i] + "|" + method_key;
+  const auto image_key = [&](size_t u) {
+    const size_t i = unit_image[u];
+    std::string k = model_key + "|" + digests[i] + "|tile=" + std::to_string(unit_tile[u]) + "|" + method_key;
     if (reads_question) k += "|q=" + digest(std::span(reinterpret_cast<const uint8_t*>(questions[i].data()), questions[i].size()));
     return k;
   };
 
-  // 3. Budgets: per image, or a total split in proportion to what the method would keep of each image.
-  std::vector<Budget> budgets(n_images, request.budget);
+  // 3. Budgets: per image (an image of several tiles splits its budget over them in proportion to their tokens,
+  //    largest remainder first: evenly for equal tiles, as HiPrune's LLaVA-NeXT code splits over crops), or a total
+  //    split in proportion to what the method would keep of each unit.
+  std::vector<Budget> budgets(n_units, request.budget);
   if (request.budget.kind != Budget::Kind::All) {
     if (request.scope == BudgetScope::PerImage) {
-      for (size_t i = 0; i < n_images; ++i) {
+      for (size_t first = 0; first < n_units;) {
+        size_t end = first;
+        while (end < n_units && unit_image[end] == unit_image[first]) ++end;
         try {
-          budgets[i] = Budget::tokens(request.budget.resolve(tokens_in[i]));
+          if (end - first == 1) {
+            budgets[first] = Budget::tokens(request.budget.resolve(tokens_in[first]));
+          } else {
+            const std::vector<int64_t> tiles(tokens_in.begin() + static_cast<ptrdiff_t>(first), tokens_in.begin() + static_cast<ptrdiff_t>(end));
+            const int64_t image_budget = request.budget.resolve(std::accumulate(tiles.begin(), tiles.end(), int64_t{0}));
+            const std::vector<int64_t> shares = split_budget(image_budget, tiles);
+            for (size_t u = first; u < end; ++u) budgets[u] = Budget::tokens(shares[u - first]);
+          }
         } catch (const Error& e) {
-          throw InputError(reducer->info().name + ", image " + std::to_string(i + 1) + ": " + e.what());
+          throw InputError(reducer->info().name + ", image " + std::to_string(unit_image[first] + 1) + ": " + e.what());
         }
+        first = end;
       }
-    } else if (n_images > 0) {
+    } else if (n_units > 0) {
       const BudgetUse use = reducer->info().budget_use;
       std::vector<int64_t> would_keep;
-      for (size_t i = 0; i < n_images; ++i) {
+      for (size_t i = 0; i < n_units; ++i) {
         if (use != BudgetUse::Cap && use != BudgetUse::Ignored) {
           would_keep.push_back(tokens_in[i]);
           continue;
@@ -552,19 +579,21 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
       const int64_t all_tokens = std::accumulate(tokens_in.begin(), tokens_in.end(), int64_t{0});
       const int64_t total = as_request_step([&] { return request.budget.resolve(all_tokens); });
       const auto shares = as_request_step([&] { return split_budget(total, would_keep); });
-      for (size_t i = 0; i < n_images; ++i) budgets[i] = Budget::tokens(shares[i]);
+      for (size_t i = 0; i < n_units; ++i) budgets[i] = Budget::tokens(shares[i]);
     }
   }
 
-  // 4. Every image's rows: from the cache, or encoded, reduced (on a checked encoder output) and projected.
+  // 4. Every unit's rows: from the cache, or encoded, reduced (on a checked encoder output) and projected.
   std::vector<llm::Chunk> image_rows;
-  for (size_t i = 0; i < n_images; ++i) {
+  for (size_t i = 0; i < n_units; ++i) {
     const std::string key = keyed ? image_key(i) + "|budget=" + budgets[i].to_string() : std::string();
     if (request.cache != nullptr) {
       if (const auto hit = request.cache->find(key)) {
         image_rows.push_back(hit->chunk);
         result.images.push_back(hit->report);
         result.images.back().cached = true;
+        result.images.back().image = static_cast<int>(unit_image[i]);  // the same bytes may sit elsewhere in this request
+        result.images.back().tile = unit_tile[i];
         continue;
       }
     }
@@ -579,7 +608,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
       t.project_ms += ms_since(t0);
       chunk = llm::Chunk::from_embeddings(std::move(embeddings), r.rows());
     } else {
-      const vision::MtmdChunk& mc = mp->chunks()[image_chunk[i]];
+      const vision::MtmdChunk& mc = mp->chunks()[unit_chunk[i]];
       if (r.kept.size() != static_cast<size_t>(r.rows())) {
         throw Error("method " + r.method + " output " + std::to_string(r.rows()) + " rows but " +
                     std::to_string(r.kept.size()) + " of them have a source token: rows without one cannot be "
@@ -599,6 +628,8 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     }
     chunk.key = key;
     ImageReport report = report_of(e, budgets[i], std::move(r));
+    report.image = static_cast<int>(unit_image[i]);
+    report.tile = unit_tile[i];
     if (request.cache != nullptr) request.cache->insert(key, {chunk, report});
     encoded[i].reset();  // done with its features and taps
     image_rows.push_back(std::move(chunk));
@@ -637,8 +668,8 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     }
     const int64_t n_ctx = m.session.n_ctx();
     if (rows > n_ctx) {
-      std::vector<int64_t> kept_rows;
-      for (const ImageReport& im : result.images) kept_rows.push_back(im.tokens_kept);
+      std::vector<int64_t> kept_rows(n_images, 0);  // per image, all its tiles
+      for (const ImageReport& im : result.images) kept_rows[static_cast<size_t>(im.image)] += im.tokens_kept;
       const bool has_system = messages.front().role == "system" || messages.front().role == "developer";
       const int64_t system_tokens =
           llava && !has_system ? static_cast<int64_t>(m.session.tokenize(std::string(llm::kLlava15System), true).size()) : 0;

@@ -41,7 +41,7 @@ json logprobs_json(const pipeline::Result& result, const std::function<std::stri
 json extension_json(const pipeline::Result& result, double queue_ms) {
   json images = json::array();
   for (const auto& image : result.images) {
-    images.push_back({{"tokens_in", image.tokens_in}, {"tokens_kept", image.tokens_kept}, {"budget", image.budget},
+    images.push_back({{"image", image.image}, {"tile", image.tile}, {"tokens_in", image.tokens_in}, {"tokens_kept", image.tokens_kept}, {"budget", image.budget},
                       {"cached", image.cached}});
   }
   const auto& t = result.timings;

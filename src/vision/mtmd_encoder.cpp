@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -369,6 +370,8 @@ MtmdPrompt MtmdEncoder::tokenize(const std::string& text, std::span<const RgbIma
                        std::to_string(img.pixels.size()) + " bytes is not RGB");
     }
     bitmaps.emplace_back(mtmd_bitmap_init(static_cast<uint32_t>(img.width), static_cast<uint32_t>(img.height), img.pixels.data()));
+    // the image's index as its id: every chunk libmtmd makes of it (an overview and tiles) carries it
+    mtmd_bitmap_set_id(bitmaps.back().get(), std::to_string(raw.size()).c_str());
     raw.push_back(bitmaps.back().get());
   }
   MtmdPrompt prompt;
@@ -378,7 +381,7 @@ MtmdPrompt MtmdEncoder::tokenize(const std::string& text, std::span<const RgbIma
   m.log->errors.clear();
   const int32_t rc = mtmd_tokenize(m.ctx.get(), prompt.impl_->chunks.get(), &input, raw.data(), raw.size());
   if (rc != 0) throw InputError(with_log("libmtmd could not tokenise the prompt (code " + std::to_string(rc) + ")", *m.log));
-  int image = 0;
+  int last_image = -1, tile = 0;
   const size_t n = mtmd_input_chunks_size(prompt.impl_->chunks.get());
   for (size_t i = 0; i < n; ++i) {
     const mtmd_input_chunk* c = mtmd_input_chunks_get(prompt.impl_->chunks.get(), i);
@@ -391,7 +394,15 @@ MtmdPrompt MtmdEncoder::tokenize(const std::string& text, std::span<const RgbIma
       out.n_pos = static_cast<int32_t>(n_tokens);
     } else if (type == MTMD_INPUT_CHUNK_TYPE_IMAGE) {
       out.image = true;
-      out.image_index = image++;
+      const char* id = mtmd_input_chunk_get_id(c);
+      out.image_index = id != nullptr ? std::atoi(id) : -1;
+      if (out.image_index < 0 || out.image_index >= static_cast<int>(images.size()) || out.image_index < last_image) {
+        throw Error("libmtmd's image chunk " + std::to_string(i) + " does not name one of the " +
+                    std::to_string(images.size()) + " images in order (id '" + (id ? id : "") + "')");
+      }
+      tile = out.image_index == last_image ? tile + 1 : 0;
+      last_image = out.image_index;
+      out.tile = tile;
       const mtmd_image_tokens* it = mtmd_input_chunk_get_tokens_image(c);
       out.n_tokens = static_cast<int64_t>(mtmd_image_tokens_get_n_tokens(it));
       out.n_pos = mtmd_input_chunk_get_n_pos(c);

@@ -1,5 +1,5 @@
 // Random-weight SigLIP mmproj files in llama.cpp's exact layout: Gemma 3 (Gemma3VisionModel in llama.cpp's
-// converter; clip.cpp's PROJECTOR_TYPE_GEMMA3).
+// converter; clip.cpp's PROJECTOR_TYPE_GEMMA3) and Idefics3 / SmolVLM (SmolVLMModel; PROJECTOR_TYPE_IDEFICS3).
 #include <cmath>
 
 #include "../io/gguf_stream_writer.h"
@@ -20,17 +20,34 @@ SiglipMmprojShape siglip_mmproj_shape(std::string_view name) {
     s.proj_out = 64;
     return s;
   }
-  throw Error("unknown SigLIP mmproj shape \"" + std::string(name) + "\" (gemma3 | gemma3-4b)");
+  if (name == "smolvlm") {
+    // SmolVLM-256M's geometry (512 px tiles of 16 px patches, scale factor 4 -> 8 x 8 = 64 tokens a tile) at a
+    // tiny width; images are resized to a 1024 px longest edge: a 4:3 picture gives 2 x 2 tiles + the overview
+    SiglipMmprojShape s;
+    s.projector = "idefics3";
+    s.n_layer = 4;
+    s.n_embd = 64;
+    s.n_ff = 128;
+    s.n_head = 4;
+    s.image_size = 512;
+    s.patch_size = 16;
+    s.merge = 4;
+    s.longest_edge = 1024;
+    s.proj_out = 64;
+    return s;
+  }
+  throw Error("unknown SigLIP mmproj shape \"" + std::string(name) + "\" (gemma3 | gemma3-4b | smolvlm)");
 }
 
 namespace {
 
-void write_gemma3(const std::filesystem::path& path, const SiglipMmprojShape& s, uint64_t seed, WeightType weight_type,
+void write_siglip(const std::filesystem::path& path, const SiglipMmprojShape& s, uint64_t seed, WeightType weight_type,
                   bool header_only) {
   const int side = s.patch_size > 0 ? s.image_size / s.patch_size : 0;
   if (s.n_layer < 1 || s.n_embd < 1 || s.n_ff < 1 || s.n_head < 1 || s.n_embd % s.n_head != 0 || s.n_ff == s.n_embd ||
-      s.patch_size < 1 || s.image_size % s.patch_size != 0 || s.merge < 1 || side % s.merge != 0 || s.proj_out < 1) {
-    throw Error("write_test_mmproj_gemma3: invalid shape (blocks " + std::to_string(s.n_layer) + ", width " +
+      s.patch_size < 1 || s.image_size % s.patch_size != 0 || s.merge < 1 || side % s.merge != 0 || s.proj_out < 1 ||
+      (s.projector != "gemma3" && s.projector != "idefics3")) {
+    throw Error("write_test_mmproj_siglip: invalid shape (" + s.projector + ", blocks " + std::to_string(s.n_layer) + ", width " +
                 std::to_string(s.n_embd) + ", ff " + std::to_string(s.n_ff) + ", heads " + std::to_string(s.n_head) +
                 ", image " + std::to_string(s.image_size) + " px in " + std::to_string(s.patch_size) + " px patches, merge " +
                 std::to_string(s.merge) + ", proj_out " + std::to_string(s.proj_out) +
@@ -80,35 +97,46 @@ void write_gemma3(const std::filesystem::path& path, const SiglipMmprojShape& s,
   }
   vec("v.post_ln.weight", D, 1.0f, 0.1f);
   vec("v.post_ln.bias", D, 0.0f, 0.1f);
-  // mm_input_projection_weight [D, O] as stored by Hugging Face: ggml ne = [O, D]; clip.cpp transposes it
-  t.push_back({"mm.input_projection.weight", matrix_type(O), {O, D, 1, 1}, 0.0f, 1.0f / std::sqrt(static_cast<float>(D))});
-  vec("mm.soft_emb_norm.weight", D, 1.0f, 0.1f);  // Gemma's RMSNorm weight, stored as 1 + w by the converter
+  const bool gemma = s.projector == "gemma3";
+  if (gemma) {
+    // mm_input_projection_weight [D, O] as stored by Hugging Face: ggml ne = [O, D]; clip.cpp transposes it
+    t.push_back({"mm.input_projection.weight", matrix_type(O), {O, D, 1, 1}, 0.0f, 1.0f / std::sqrt(static_cast<float>(D))});
+    vec("mm.soft_emb_norm.weight", D, 1.0f, 0.1f);  // Gemma's RMSNorm weight, stored as 1 + w by the converter
+  } else {
+    // the connector's modality projection: one bias-free linear layer on the pixel-shuffled D s^2 features
+    matrix("mm.model.fc.weight", D * s.merge * s.merge, O);
+  }
 
   GgufPtr gguf(gguf_init_empty());
   gguf_context* g = gguf.get();
   // SigLIP's preprocessor: mean = std = 0.5
-  set_mmproj_header(g, {.name = "vtprune random Gemma 3 mmproj", .wtype = wtype, .projection_dim = s.proj_out,
+  set_mmproj_header(g, {.name = gemma ? "vtprune random Gemma 3 mmproj" : "vtprune random Idefics3 / SmolVLM mmproj", .wtype = wtype, .projection_dim = s.proj_out,
                         .image_size = s.image_size, .patch_size = s.patch_size, .width = s.n_embd, .ff = s.n_ff,
                         .blocks = s.n_layer, .heads = s.n_head, .mean = {0.5f, 0.5f, 0.5f}, .std = {0.5f, 0.5f, 0.5f}});
-  gguf_set_val_str(g, "clip.projector_type", "gemma3");
+  gguf_set_val_str(g, "clip.projector_type", s.projector.c_str());
   gguf_set_val_f32(g, "clip.vision.attention.layer_norm_epsilon", 1e-6f);
   gguf_set_val_bool(g, "clip.use_gelu", true);
-  // the converter writes the scale factor only when the pooled side differs from 16 (mm_tokens_per_image 256)
-  if (side / s.merge != 16 || s.merge != 4) gguf_set_val_u32(g, "clip.vision.projector.scale_factor", static_cast<uint32_t>(s.merge));
+  if (gemma) {
+    // the converter writes the scale factor only when the pooled side differs from 16 (mm_tokens_per_image 256)
+    if (side / s.merge != 16 || s.merge != 4) gguf_set_val_u32(g, "clip.vision.projector.scale_factor", static_cast<uint32_t>(s.merge));
+  } else {
+    gguf_set_val_u32(g, "clip.vision.projector.scale_factor", static_cast<uint32_t>(s.merge));
+    if (s.longest_edge > 0) gguf_set_val_u32(g, "clip.vision.preproc_image_size", static_cast<uint32_t>(s.longest_edge));
+  }
   gguf_set_val_u32(g, "general.quantization_version", GGML_QNT_VERSION);
   io::write_generated_gguf(g, t, path, seed, header_only);
 }
 
 }  // namespace
 
-void write_test_mmproj_gemma3(const std::filesystem::path& path, const SiglipMmprojShape& shape, uint64_t seed,
+void write_test_mmproj_siglip(const std::filesystem::path& path, const SiglipMmprojShape& shape, uint64_t seed,
                               WeightType weight_type) {
-  write_gemma3(path, shape, seed, weight_type, /*header_only=*/false);
+  write_siglip(path, shape, seed, weight_type, /*header_only=*/false);
 }
 
-void write_test_mmproj_gemma3_header(const std::filesystem::path& path, const SiglipMmprojShape& shape,
+void write_test_mmproj_siglip_header(const std::filesystem::path& path, const SiglipMmprojShape& shape,
                                      WeightType weight_type) {
-  write_gemma3(path, shape, /*seed=*/0, weight_type, /*header_only=*/true);
+  write_siglip(path, shape, /*seed=*/0, weight_type, /*header_only=*/true);
 }
 
 }  // namespace vtprune::vision

@@ -62,6 +62,24 @@ inline MtmdCliRun run_llama_mtmd_cli(const std::filesystem::path& cli, const std
   return run;
 }
 
+// A generated piece as llama-mtmd-cli's JSONL log shows it: valid UTF-8 as it is; a piece that is not (a byte
+// token of a random model) with each byte replaced by U+FFFD, as its JSON writer does.
+inline std::string as_logged(std::string_view piece) {
+  size_t i = 0;
+  bool valid = true;
+  while (i < piece.size() && valid) {
+    const auto c = static_cast<unsigned char>(piece[i]);
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    valid = len > 0 && i + len <= piece.size();
+    for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(piece[i + k]) & 0xC0) == 0x80;
+    i += len;
+  }
+  if (valid) return std::string(piece);
+  std::string out;
+  for (size_t k = 0; k < piece.size(); ++k) out += "\xEF\xBF\xBD";
+  return out;
+}
+
 // The next-token logits after `text` (with the media marker) and `image`, decoded by libmtmd's helper
 // (mtmd_helper_eval_chunks) on a fresh libllama context: llama-mtmd-cli's own prefill.
 inline std::vector<float> libmtmd_helper_logits(const std::filesystem::path& dir, const std::string& text,
