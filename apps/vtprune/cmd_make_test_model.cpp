@@ -16,11 +16,12 @@ namespace {
 // are stored, 336 px, 14 px patches -> 576 tokens) at a tiny width; the others are CLIP ViT-L/14-336.
 vision::MmprojShape mmproj_shape(const std::string& shape, int llm_width) {
   vision::MmprojShape s;  // CLIP ViT-L/14-336 defaults
-  if (shape == "tiny") {
+  if (shape == "tiny" || shape == "llava-next") {
     s.n_embd = 64;
     s.n_ff = 128;
     s.n_head = 4;
   }
+  if (shape == "llava-next" || shape == "llava-next-7b") s.anyres_pinpoints = vision::llava_next_pinpoints();
   s.proj_out = llm_width;
   return s;
 }
@@ -57,9 +58,9 @@ void add_make_test_model(CLI::App& app, Action& action) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "make-test-model", "Write a random-weight llm.gguf + mmproj.gguf pair (LLaVA-1.5, Qwen2.5-VL, Gemma 3 or SmolVLM layout) and image.png");
+      "make-test-model", "Write a random-weight llm.gguf + mmproj.gguf pair (LLaVA-1.5, LLaVA-NeXT, Qwen2.5-VL, Gemma 3 or SmolVLM layout) and image.png");
   cmd->add_option("--out", a->out, "output directory")->required();
-  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b (LLaVA-1.5) | qwen2.5-vl | qwen2.5-vl-3b (Qwen2.5-VL) | gemma3 | gemma3-4b (Gemma 3) | smolvlm (Idefics3 / SmolVLM)")
+  cmd->add_option("--shape", a->shape, "tiny | tinyllama | llava-7b (LLaVA-1.5) | llava-next | llava-next-7b (LLaVA-NeXT) | qwen2.5-vl | qwen2.5-vl-3b (Qwen2.5-VL) | gemma3 | gemma3-4b (Gemma 3) | smolvlm (Idefics3 / SmolVLM)")
       ->capture_default_str();
   cmd->add_option("--type", a->type, "LLM weight type: f32 | f16 | q8_0 | q4_0")->capture_default_str();
   cmd->add_option("--mmproj-type", a->mmproj_type, "mmproj weight matrices: f32 | f16 | bf16 | q8_0")->capture_default_str();
@@ -110,7 +111,11 @@ void add_make_test_model(CLI::App& app, Action& action) {
         const vision::MmprojShape vshape = mmproj_shape(a->shape, llm_shape.n_embd);
         vision::write_test_mmproj(dir / "mmproj.gguf", vshape, a->seed, mmproj_type);
         if (!a->mmproj_only) llm::write_test_llm(llm_path, llm_shape, a->seed, type);
-        vision::save_png(dir / "image.png", test_scene(vshape.image_size, vshape.image_size));
+        // LLaVA-NeXT: a 2:1 picture fits 672 x 336 (the overview + 2 x 1 crops = 1728 tokens); the 7B shape gets the
+        // benchmark's 1024 x 768, which fits 672 x 672 (the overview + 2 x 2 crops = 2880 tokens).
+        vision::save_png(dir / "image.png", a->shape == "llava-next"      ? test_scene(640, 320)
+                                            : a->shape == "llava-next-7b" ? test_scene(1024, 768)
+                                                                          : test_scene(vshape.image_size, vshape.image_size));
         // A small random CLIP text tower whose image side takes this tower's features: CDPruner's official
         // relevance (--clip-text DIR/clip) runs on the pair.
         const text::RandomClipShape clip{.context = 77, .vision_width = vshape.n_embd};

@@ -63,6 +63,10 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_option("-t,--threads", a->vlm.threads, "threads (0 = all cores)")->capture_default_str();
   cmd->add_option("-c,--ctx-size", a->vlm.n_ctx, "context length")->capture_default_str();
   cmd->add_flag("--mtmd-compat", a->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does (CLS last, one layer short)");
+  cmd->add_option("--anyres-layout", a->vlm.anyres_layout,
+                  "LLaVA-NeXT: spatial (HiPrune's official order: overview, then the crops' rows in the image's raster) | "
+                  "tiles (tile after tile, as libmtmd places them)")
+      ->capture_default_str();
   cmd->add_flag("--vit-f16-attention", a->vlm.mmproj.f16_attention,
                 "flash attention on F16 K/V in untapped ViT blocks, as llama.cpp does (faster; features move ~1e-3)");
   add_device_options(*cmd, a->vlm);

@@ -101,6 +101,10 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_flag("--no-prompt-cache", *no_prompt_cache,
                 "prefill every request from scratch (default: a slot keeps the KV prefix a request shares with its last one)");
   cmd->add_flag("--mtmd-compat", o->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does");
+  cmd->add_option("--anyres-layout", o->vlm.anyres_layout,
+                  "LLaVA-NeXT: spatial (HiPrune's official order: overview, then the crops' rows in the image's raster) | "
+                  "tiles (tile after tile, as libmtmd places them)")
+      ->capture_default_str();
   cmd->add_flag("--vit-f16-attention", o->vlm.mmproj.f16_attention,
                 "flash attention on F16 K/V in untapped ViT blocks, as llama.cpp does (faster; features move ~1e-3)");
   add_device_options(*cmd, o->vlm);

@@ -208,6 +208,10 @@ int run_viz(const VizArgs& args) {
 
   auto model = args.mmproj.empty() ? vision::VisionModel::from_safetensors_timm(args.model)
                                    : vision::VisionModel::from_mmproj(args.mmproj);
+  if (!model.preprocess_recipe().anyres_pinpoints.empty()) {
+    throw InputError("viz: " + args.mmproj + " is a LLaVA-NeXT (AnyRes) file; viz draws one 336-px input and does not "
+                     "draw NeXT's overview + crops yet (`vtprune run --json` gives each tile's kept indices)");
+  }
   const EncoderInfo info = model.info();
   const std::string model_name = std::filesystem::path(args.mmproj.empty() ? args.model : args.mmproj).filename().string();
 

@@ -59,6 +59,13 @@ struct Geometry {
   int window_tokens = 0;     // window side in LLM tokens (Qwen2.5-VL: 112 px / 14 px / 2 = 4)
 };
 
+// How one image becomes encoder inputs (units, each reduced on its own).
+enum class Tiling {
+  Single,  // one input; or, for libmtmd families, one unit per image chunk libmtmd's own slicing makes (SmolVLM)
+  AnyRes,  // LLaVA-NeXT's AnyRes, done by vtprune: the overview, then the crops of the best of the file's
+           // clip.vision.image_grid_pinpoints (vision::anyres_tiles); the file must state pinpoints
+};
+
 enum class Support {
   Official,  // the method's own code covers this family
   Adapted,   // a named variant (the options below) for this encoder, rule in `note`
@@ -91,6 +98,7 @@ struct Family {
   std::string description;                   // one line for users
   std::vector<std::string> projector_types;  // clip.projector_type values of this family's mmproj files
   Encoder encoder = Encoder::Own;            // the default encoder (run --encoder overrides it)
+  Tiling tiling = Tiling::Single;
   Geometry geometry;
   // Tensors of the libmtmd graph the taps read (names as its cb() gives them, "%d" = block index): the
   // post-position query and key of a block, laid out [head_dim, heads, tokens].
@@ -142,6 +150,14 @@ std::vector<int32_t> window_positions(int grid_h, int grid_w, int window);
 // Mean over each merge x merge block of a raster patch grid (grid_h * merge rows, grid_w * merge columns):
 // per-patch scores -> per-token scores of a grid_h x grid_w token grid (UnitLayout::RasterBlocks).
 std::vector<float> block_mean(std::span<const float> per_patch, int grid_h, int grid_w, int merge);
+// LLaVA-NeXT's 'spatial' layout of an image's crops (HiPrune's llava_arch.py: features viewed (rows, columns,
+// side, side), permuted to (rows, side, columns, side), flattened, then masked): the order in which the crops'
+// kept rows enter the LLM. `kept[c]` = the source patch (raster in its side x side crop; -1: none, e.g. CLS) of
+// the leading rows of crop c (row-major crop grid, `columns` wide), `rows[c]` = all of crop c's rows (rows past
+// kept[c] have no single source, as Reduction::kept says). Returns indices into the crops' rows concatenated in
+// crop order: sourced rows by their place in the whole image's patch raster, then the others, crop by crop.
+std::vector<int64_t> anyres_spatial_order(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows,
+                                          int columns, int side);
 // Reorders per-token values from the ViT's window order to raster order.
 std::vector<float> window_to_raster(std::span<const float> window_ordered, int grid_h, int grid_w, int window);
 

@@ -40,6 +40,10 @@ struct VlmParams {
   // text_model.*, text_projection, vision_model.post_layernorm, visual_projection; vocab.json + merges.txt), e.g.
   // openai/clip-vit-large-patch14-336, the tower LLaVA-1.5 was trained with. Loaded once, shared by share().
   std::string clip_text_path;
+  // LLaVA-NeXT: the order an image's tiles' kept rows enter the LLM. "spatial": HiPrune's official layout (its
+  // mm_patch_merge_type = 'spatial'): the overview's rows, then the crops' rows in the whole image's patch raster;
+  // "tiles": tile after tile (the overview, then each crop), the order llama.cpp's libmtmd places AnyRes tiles in.
+  std::string anyres_layout = "spatial";
   vision::MmprojOptions mmproj;
   vision::ImageLimits image_limits;
 };

@@ -77,6 +77,9 @@ struct Preprocess {
   int resize_shorter = 256;
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  // LLaVA-NeXT's AnyRes resolutions (clip.vision.image_grid_pinpoints, (width, height) pairs, multiples of
+  // image_size): non-empty = the image becomes an overview plus crops (anyres_tiles), not one input.
+  std::vector<std::array<int, 2>> anyres_pinpoints;
 };
 
 // The recipe's geometric steps, stopping before normalisation (for visualisation).
@@ -86,6 +89,21 @@ Image normalize(const RgbImage& image, const Preprocess& recipe);
 inline Image preprocess(const RgbImage& image, const Preprocess& recipe) {
   return normalize(prepare_pixels(image, recipe), recipe);
 }
+
+// LLaVA-NeXT's select_best_resolution (llava/mm_utils.py): the candidate (width, height) that keeps the most of
+// the image's pixels when it is scaled to fit (effective = min(int(w s) * int(h s), w h), s = min(cw / w, ch / h)),
+// then the one that wastes the least canvas; the first candidate wins a full tie.
+std::array<int, 2> select_best_resolution(int width, int height, std::span<const std::array<int, 2>> candidates);
+
+// LLaVA-NeXT's AnyRes split (process_anyres_image): the overview (the whole image resized to tile x tile, aspect
+// ratio not kept), then the crops: the image resized to fit the best resolution with its aspect ratio kept
+// (resize_and_pad_image: the side that limits is filled exactly, the other min(ceil(side * scale), target);
+// bicubic), centred on a black canvas of that resolution, cut into tile x tile crops row by row.
+struct AnyResTiles {
+  std::vector<RgbImage> tiles;  // overview first, then columns x rows crops in raster order
+  int columns = 0, rows = 0;    // the crop grid (best resolution / tile)
+};
+AnyResTiles anyres_tiles(const RgbImage& image, std::span<const std::array<int, 2>> pinpoints, int tile);
 
 // ---------------------------------------------------------------------------------------------------
 // Encoder results
@@ -165,7 +183,14 @@ struct MmprojShape {
   int image_size = 336;
   int patch_size = 14;
   int proj_out = 4096;   // the LLM's embedding width
+  // Non-empty: a LLaVA-NeXT (1.6) file as llama.cpp's converter writes it: these AnyRes resolutions
+  // (clip.vision.image_grid_pinpoints), mm_patch_merge_type "spatial_unpad" and v.image_newline [proj_out].
+  std::vector<std::array<int, 2>> anyres_pinpoints;
 };
+// LLaVA-NeXT-7B's (llava-v1.6-vicuna-7b) image_grid_pinpoints.
+inline std::vector<std::array<int, 2>> llava_next_pinpoints() {
+  return {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+}
 // Type of the weight matrices (the patch embedding stays F16 unless F32, as llama.cpp's converters and
 // quantiser leave it); norms, biases, CLS and positions are F32.
 enum class WeightType { F32, F16, BF16, Q8_0 };

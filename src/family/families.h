@@ -6,6 +6,7 @@
 namespace vtprune::family {
 
 const Family& llava15();
+const Family& llava_next();
 const Family& qwen25vl();
 const Family& gemma3();
 const Family& idefics3();

@@ -26,7 +26,7 @@ std::string_view to_string(Support support) {
 }
 
 std::span<const Family* const> all() {
-  static const std::array<const Family*, 4> families = {&llava15(), &qwen25vl(), &gemma3(), &idefics3()};
+  static const std::array<const Family*, 5> families = {&llava15(), &llava_next(), &qwen25vl(), &gemma3(), &idefics3()};
   return families;
 }
 
@@ -46,12 +46,13 @@ const Family& detect(const io::GgufFile& mmproj) {
   std::string type = mmproj.find_str("clip.projector_type").value_or("");
   if (type.empty()) type = mmproj.find_str("clip.vision.projector_type").value_or("");
   if (type.empty()) throw InputError(mmproj.where() + ": no clip.projector_type: not a llama.cpp mmproj file");
-  if (type == "mlp" && mmproj.has("clip.vision.image_grid_pinpoints")) {
-    throw InputError(mmproj.where() + ": a LLaVA-NeXT (AnyRes) file (projector 'mlp' with image grid pinpoints); "
-                     "vtprune cannot prune this family yet");
-  }
+  // LLaVA-1.5 and LLaVA-NeXT share the `mlp` projector; NeXT's files state its AnyRes resolutions.
+  const bool anyres = mmproj.has("clip.vision.image_grid_pinpoints");
   for (const Family* f : all()) {
-    if (std::find(f->projector_types.begin(), f->projector_types.end(), type) != f->projector_types.end()) return *f;
+    if (std::find(f->projector_types.begin(), f->projector_types.end(), type) != f->projector_types.end() &&
+        (f->tiling == Tiling::AnyRes) == anyres) {
+      return *f;
+    }
   }
   std::string known;
   for (const Family* f : all()) {
@@ -117,6 +118,7 @@ std::string families_markdown() {
                                (g.units == UnitLayout::Consecutive ? " patches each (consecutive in the ViT)"
                                                                    : " block of the raster patch grid each");
     if (g.window_order) tokens += " (ViT in window order, " + std::to_string(g.window_tokens) + "x" + std::to_string(g.window_tokens) + " tokens per window)";
+    if (f->tiling == Tiling::AnyRes) tokens += ", on each AnyRes tile (the overview, then the crops)";
     md += "| " + f->name + " | " + types + " | " + (f->encoder == Encoder::Own ? "vtprune's graph" : "libmtmd") + " | " +
           tokens + " | " + (g.has_cls ? "first" : "none") + " | " +
           (f->positions == Positions::Contiguous ? "1-D, kept tokens renumbered" : "M-RoPE, kept tokens keep (t, y, x)") +
@@ -218,6 +220,42 @@ std::vector<int32_t> window_positions(int grid_h, int grid_w, int window) {
     }
   }
   return pos;
+}
+
+std::vector<int64_t> anyres_spatial_order(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows,
+                                          int columns, int side) {
+  if (kept.size() != rows.size() || columns < 1 || side < 1 || rows.size() % static_cast<size_t>(columns) != 0) {
+    throw Error("anyres_spatial_order: " + std::to_string(kept.size()) + " crops' sources, " + std::to_string(rows.size()) +
+                " crops' row counts, " + std::to_string(columns) + " columns of " + std::to_string(side) + " x " +
+                std::to_string(side) + " patches");
+  }
+  const int64_t width = int64_t{columns} * side, patches = int64_t{side} * side;
+  std::vector<std::pair<int64_t, int64_t>> sourced;  // (place in the image's patch raster, row)
+  std::vector<int64_t> merged;
+  int64_t first_row = 0;
+  for (size_t c = 0; c < kept.size(); ++c) {
+    if (static_cast<int64_t>(kept[c].size()) > rows[c]) {
+      throw Error("anyres_spatial_order: crop " + std::to_string(c) + " names " + std::to_string(kept[c].size()) +
+                  " sources for " + std::to_string(rows[c]) + " rows");
+    }
+    const int64_t crop_y = static_cast<int64_t>(c) / columns, crop_x = static_cast<int64_t>(c) % columns;
+    for (int64_t j = 0; j < rows[c]; ++j) {
+      const int64_t p = j < static_cast<int64_t>(kept[c].size()) ? kept[c][static_cast<size_t>(j)] : -1;
+      if (p >= patches) throw Error("anyres_spatial_order: source " + std::to_string(p) + " outside the crop");
+      if (p < 0) {
+        merged.push_back(first_row + j);
+      } else {
+        sourced.emplace_back((crop_y * side + p / side) * width + crop_x * side + p % side, first_row + j);
+      }
+    }
+    first_row += rows[c];
+  }
+  std::stable_sort(sourced.begin(), sourced.end());
+  std::vector<int64_t> order;
+  order.reserve(static_cast<size_t>(first_row));
+  for (const auto& [place, row] : sourced) order.push_back(row);
+  order.insert(order.end(), merged.begin(), merged.end());
+  return order;
 }
 
 std::vector<float> window_to_raster(std::span<const float> window_ordered, int grid_h, int grid_w, int window) {

@@ -153,6 +153,9 @@ TestLlmShape test_llm_shape(std::string_view name) {
   if (name == "tiny") return {"tiny", 64, 128, 2, 4, 4, 1024, 2048};
   if (name == "tinyllama") return {"tinyllama", 2048, 5632, 22, 32, 4, 32000, 2048};
   if (name == "llava-7b") return {"llava-7b", 4096, 11008, 32, 32, 32, 32000, 4096};
+  // LLaVA-NeXT's language model is LLaVA-1.5's (Vicuna-7B for llava-v1.6-vicuna-7b); the tiny one holds 2880 image rows.
+  if (name == "llava-next") return {"llava-next", 64, 128, 2, 4, 4, 1024, 4096};
+  if (name == "llava-next-7b") return {"llava-next-7b", 4096, 11008, 32, 32, 32, 32000, 4096};
   // Qwen2.5-VL-3B-Instruct's language model (config.json: hidden 2048, intermediate 11008, 36 layers, 16 heads,
   // 2 KV heads, vocab 151936, max_position_embeddings 128000), and a tiny one with the same layout.
   if (name == "qwen2.5-vl") return {"qwen2.5-vl", 64, 128, 2, 4, 2, 2048, 4096, TestLlmArch::qwen2vl};
@@ -164,7 +167,7 @@ TestLlmShape test_llm_shape(std::string_view name) {
   if (name == "smolvlm") return {"smolvlm", 64, 128, 2, 4, 2, 2048, 8192, TestLlmArch::smolvlm};
   if (name == "gemma3-4b") return {"gemma3-4b", 2560, 10240, 34, 8, 4, 262208, 131072, TestLlmArch::gemma3, 256};
   throw Error("unknown test model shape '" + std::string(name) +
-              "' (known: tiny, tinyllama, llava-7b, qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b, smolvlm)");
+              "' (known: tiny, tinyllama, llava-7b, llava-next, llava-next-7b, qwen2.5-vl, qwen2.5-vl-3b, gemma3, gemma3-4b, smolvlm)");
 }
 
 namespace {

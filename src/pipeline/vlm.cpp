@@ -98,8 +98,11 @@ VisionChoice choose_vision(const VlmParams& p) {
     c.family = &family::detect(io::GgufFile(p.mmproj_path, "mmproj"));
   }
   c.encoder = p.encoder == "auto" ? c.family->encoder : family::parse_encoder(p.encoder);
-  if (c.encoder == family::Encoder::Own && c.family->name != "llava-1.5") {
-    throw InputError("vtprune's own graph serves LLaVA-1.5 files only; " + c.family->name + " runs through libmtmd");
+  if (c.encoder == family::Encoder::Own && c.family->encoder != family::Encoder::Own) {
+    throw InputError("vtprune's own graph serves LLaVA-1.5 and LLaVA-NeXT files only; " + c.family->name + " runs through libmtmd");
+  }
+  if (p.anyres_layout != "spatial" && p.anyres_layout != "tiles") {
+    throw InputError("unknown AnyRes layout '" + p.anyres_layout + "' (spatial | tiles)");
   }
   if (c.encoder == family::Encoder::Mtmd && !c.family->check_file) {
     throw InputError(c.family->name + " files run on vtprune's own graph (llama.cpp's LLaVA graph puts CLS last and "
@@ -343,6 +346,53 @@ size_t overflowing_message(llm::Session& session, std::span<const llm::ChatMessa
   return messages.empty() ? 0 : messages.size() - 1;
 }
 
+// LLaVA-NeXT: one chunk per image from its tiles' chunks (one per unit, in unit order), in the chosen layout:
+// "spatial" (family::anyres_spatial_order over the crops, after the overview) or "tiles" (as they come).
+std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, const std::vector<ImageReport>& reports,
+                                          const std::vector<vision::AnyResTiles>& tiles, const std::string& layout) {
+  std::vector<llm::Chunk> images;
+  for (size_t first = 0; first < unit_rows.size();) {
+    const size_t image = static_cast<size_t>(reports[first].image);
+    const size_t n_tiles = tiles[image].tiles.size();
+    if (first + n_tiles > unit_rows.size()) throw Error("AnyRes: image " + std::to_string(image + 1) + " lacks tiles");
+    const int64_t width = unit_rows[first].n_rows > 0 ? static_cast<int64_t>(unit_rows[first].embeddings.size()) / unit_rows[first].n_rows : 0;
+    // the rows of the crops, concatenated in crop order, and the order they enter in
+    std::vector<int64_t> order;
+    int64_t crop_rows = 0;
+    std::vector<std::vector<int32_t>> kept;
+    std::vector<int64_t> rows;
+    for (size_t k = 1; k < n_tiles; ++k) {
+      const Reduction& r = reports[first + k].reduction;
+      std::vector<int32_t> patches;
+      for (int32_t s : r.kept) patches.push_back(r.sequence_indices ? s - 1 : s);  // sequence index 0 = CLS: no patch
+      kept.push_back(std::move(patches));
+      rows.push_back(unit_rows[first + k].n_rows);
+      crop_rows += unit_rows[first + k].n_rows;
+    }
+    if (layout == "spatial") {
+      const int side = reports[first].grid.w;
+      order = family::anyres_spatial_order(kept, rows, tiles[image].columns, side);
+    } else {
+      for (int64_t j = 0; j < crop_rows; ++j) order.push_back(j);
+    }
+    std::vector<float> crops;
+    crops.reserve(static_cast<size_t>(crop_rows * width));
+    for (size_t k = 1; k < n_tiles; ++k) crops.insert(crops.end(), unit_rows[first + k].embeddings.begin(), unit_rows[first + k].embeddings.end());
+    llm::Chunk joined = std::move(unit_rows[first]);  // the overview's rows first
+    std::string key = joined.key;
+    for (int64_t j : order) {
+      const auto row = crops.begin() + static_cast<ptrdiff_t>(j * width);
+      joined.embeddings.insert(joined.embeddings.end(), row, row + static_cast<ptrdiff_t>(width));
+    }
+    joined.n_rows += crop_rows;
+    for (size_t k = 1; k < n_tiles; ++k) key += "+" + unit_rows[first + k].key;
+    joined.key = joined.key.empty() ? std::string() : key + "|layout=" + layout;
+    images.push_back(std::move(joined));
+    first += n_tiles;
+  }
+  return images;
+}
+
 }  // namespace
 
 Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
@@ -477,11 +527,24 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
   std::optional<vision::MtmdPrompt> mp;
   std::vector<size_t> unit_chunk;  // libmtmd: the prompt chunk of each unit
   std::vector<int64_t> tokens_in;  // per unit
+  const bool anyres = family().tiling == family::Tiling::AnyRes;
+  std::vector<vision::AnyResTiles> tiles(anyres ? n_images : 0);  // LLaVA-NeXT: each image's overview + crops
   if (m.own) {
     for (size_t i = 0; i < n_images; ++i) {
-      unit_image.push_back(i);
-      unit_tile.push_back(0);
-      tokens_in.push_back(m.own->info().grid.size());
+      int n_tiles = 1;
+      if (anyres) {
+        const vision::Preprocess& recipe = m.own->preprocess_recipe();
+        const vision::RgbImage& rgb = decoded(i);
+        const auto t0 = Clock::now();
+        tiles[i] = as_request_step([&] { return vision::anyres_tiles(rgb, recipe.anyres_pinpoints, recipe.image_size); });
+        t.preprocess_ms += ms_since(t0);
+        n_tiles = static_cast<int>(tiles[i].tiles.size());
+      }
+      for (int k = 0; k < n_tiles; ++k) {
+        unit_image.push_back(i);
+        unit_tile.push_back(k);
+        tokens_in.push_back(m.own->info().grid.size());
+      }
     }
   } else {
     // the file's chat template, then libmtmd's tokenizer (its own resize for the family)
@@ -516,7 +579,9 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     if (encoded[i]) return *encoded[i];
     if (m.own) {
       auto t0 = Clock::now();
-      const vision::Image input = vision::preprocess(decoded(unit_image[i]), m.own->preprocess_recipe());
+      const vision::Image input =
+          anyres ? vision::normalize(tiles[unit_image[i]].tiles[static_cast<size_t>(unit_tile[i])], m.own->preprocess_recipe())
+                 : vision::preprocess(decoded(unit_image[i]), m.own->preprocess_recipe());
       t.preprocess_ms += ms_since(t0);
       t0 = Clock::now();
       encoded[i] = m.own->encode(input, needs, {.threads = m.threads});
@@ -639,6 +704,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     result.tokens_in += im.tokens_in;
     result.tokens_kept += im.tokens_kept;
   }
+  if (anyres) image_rows = join_anyres_tiles(std::move(image_rows), result.images, tiles, m.params.anyres_layout);
 
   // 5. The prompt: LLaVA-1.5's conversation around the image rows, or the file template's chunks with the images
   //    placed as the family decodes them.

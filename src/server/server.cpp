@@ -347,7 +347,11 @@ struct Server::Impl {
   void check_context(pipeline::Vlm& vlm, const pipeline::Request& request) const {
     // Only where the visual token count is known before encoding (LLaVA-1.5's fixed grid and prompt); for
     // dynamic-resolution families the pipeline refuses a prompt that does not fit (a 400 naming the message).
-    if (vlm.family().prompt != family::Prompt::Llava15 || policy.encoder.grid.size() == 0) return;
+    // (LLaVA-NeXT's tile count depends on each image's size: the pipeline checks it too.)
+    if (vlm.family().prompt != family::Prompt::Llava15 || vlm.family().tiling != family::Tiling::Single ||
+        policy.encoder.grid.size() == 0) {
+      return;
+    }
     const int64_t patches = policy.encoder.grid.size();
     const auto n_images = static_cast<int64_t>(request.images.size());
     const BudgetUse use = method_info(request.method).budget_use;

@@ -37,6 +37,7 @@ class MmprojReader {
   float f32(const char* name) const { return gguf_.f32(name); }
   std::string str(const char* name) const { return gguf_.str(name); }
   bool boolean(const char* name, bool fallback) const { return gguf_.boolean(name, fallback); }
+  std::vector<int64_t> ints(const char* name) const { return gguf_.ints(name); }
   std::array<float, 3> f32x3(const char* name) const {
     const std::vector<float> v = gguf_.floats(name);
     if (!gguf_.has(name)) throw Error(where() + ": missing metadata key " + std::string(name));
@@ -89,6 +90,30 @@ class MmprojReader {
   FilePtr file_;
 };
 
+// LLaVA-NeXT (AnyRes): clip.vision.image_grid_pinpoints, (width, height) pairs flattened, each side a multiple of
+// the tile (clip.cpp reads them the same way); bounded so that a crop grid stays a few dozen tiles.
+std::vector<std::array<int, 2>> anyres_pinpoints(const MmprojReader& r, int tile) {
+  const char* key = "clip.vision.image_grid_pinpoints";
+  if (!r.has(key)) return {};
+  const std::vector<int64_t> flat = r.ints(key);
+  if (flat.empty() || flat.size() % 2 != 0) {
+    throw Error(r.where() + ": metadata " + key + " holds " + std::to_string(flat.size()) +
+                " integers, expected (width, height) pairs");
+  }
+  constexpr int64_t kMaxTilesPerSide = 8;
+  std::vector<std::array<int, 2>> out;
+  for (size_t i = 0; i < flat.size(); i += 2) {
+    const int64_t w = flat[i], h = flat[i + 1];
+    if (w <= 0 || h <= 0 || w % tile != 0 || h % tile != 0 || w / tile > kMaxTilesPerSide || h / tile > kMaxTilesPerSide) {
+      throw Error(r.where() + ": metadata " + key + " has the resolution " + std::to_string(w) + "x" + std::to_string(h) +
+                  ", expected positive multiples of the " + std::to_string(tile) + " px image size, at most " +
+                  std::to_string(kMaxTilesPerSide) + " tiles a side");
+    }
+    out.push_back({static_cast<int>(w), static_cast<int>(h)});
+  }
+  return out;
+}
+
 }  // namespace
 
 void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& options, ggml_backend_t backend,
@@ -136,6 +161,7 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
   hp.preprocess.image_size = hp.image_size;
   hp.preprocess.mean = r.f32x3("clip.vision.image_mean");
   hp.preprocess.std = r.f32x3("clip.vision.image_std");
+  hp.preprocess.anyres_pinpoints = anyres_pinpoints(r, hp.image_size);
   check_numerics(hp, r.where());
 
   const int64_t D = hp.dim, F = hp.ff, T = hp.tokens(), P = hp.patch_size;
@@ -245,6 +271,7 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   }
   count(D * hidden + hidden * s.proj_out, wtype);
   count(hidden + s.proj_out, GGML_TYPE_F32);
+  if (!s.anyres_pinpoints.empty()) count(s.proj_out, GGML_TYPE_F32);
   ggml_init_params params{};
   params.mem_size = total + ggml_tensor_overhead() * (static_cast<size_t>(s.n_layer) * 16 + 16);
   params.no_alloc = false;
@@ -303,6 +330,7 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   add("mm.0.bias", GGML_TYPE_F32, {hidden}, 0.0f, 0.1f);
   add("mm.2.weight", wtype, {hidden, s.proj_out}, 0.0f, 1.0f / std::sqrt(static_cast<float>(hidden)));
   add("mm.2.bias", GGML_TYPE_F32, {s.proj_out}, 0.0f, 0.1f);
+  if (!s.anyres_pinpoints.empty()) add("v.image_newline", GGML_TYPE_F32, {s.proj_out}, 0.0f, 0.5f);
 
   gguf_context* g = gguf.get();
   gguf_set_val_str(g, "general.architecture", "clip");
@@ -329,6 +357,13 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   const float stddev[3] = {0.26862954f, 0.26130258f, 0.27577711f};
   gguf_set_arr_data(g, "clip.vision.image_mean", GGUF_TYPE_FLOAT32, mean, 3);
   gguf_set_arr_data(g, "clip.vision.image_std", GGUF_TYPE_FLOAT32, stddev, 3);
+  if (!s.anyres_pinpoints.empty()) {
+    gguf_set_val_str(g, "general.name", "vtprune random LLaVA-NeXT mmproj");
+    std::vector<int32_t> flat;
+    for (const auto& [w, h] : s.anyres_pinpoints) flat.insert(flat.end(), {w, h});
+    gguf_set_arr_data(g, "clip.vision.image_grid_pinpoints", GGUF_TYPE_INT32, flat.data(), static_cast<int>(flat.size()));
+    gguf_set_val_str(g, "clip.vision.mm_patch_merge_type", "spatial_unpad");
+  }
 
   std::error_code ec;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <string>
 
 #include "vtprune/vision.h"
@@ -327,6 +328,69 @@ RgbImage prepare_pixels(const RgbImage& image, const Preprocess& recipe) {
       return resize_bicubic(image, size, size);
   }
   throw Error("preprocess: unknown recipe");
+}
+
+std::array<int, 2> select_best_resolution(int width, int height, std::span<const std::array<int, 2>> candidates) {
+  if (width <= 0 || height <= 0) throw Error("select_best_resolution: empty image " + dims(width, height));
+  if (candidates.empty()) throw Error("select_best_resolution: no candidate resolutions");
+  std::array<int, 2> best{};
+  int64_t max_effective = 0, min_wasted = std::numeric_limits<int64_t>::max();
+  const int64_t area = int64_t{width} * height;
+  for (const auto& [cw, ch] : candidates) {
+    if (cw <= 0 || ch <= 0) throw Error("select_best_resolution: candidate " + dims(cw, ch) + " is empty");
+    // Python: scale = min(w / ow, h / oh) in double; int() truncates
+    const double scale = std::min(static_cast<double>(cw) / width, static_cast<double>(ch) / height);
+    const auto dw = static_cast<int64_t>(width * scale), dh = static_cast<int64_t>(height * scale);
+    const int64_t effective = std::min(dw * dh, area);
+    const int64_t wasted = int64_t{cw} * ch - effective;
+    if (effective > max_effective || (effective == max_effective && wasted < min_wasted)) {
+      max_effective = effective;
+      min_wasted = wasted;
+      best = {cw, ch};
+    }
+  }
+  return best;
+}
+
+AnyResTiles anyres_tiles(const RgbImage& image, std::span<const std::array<int, 2>> pinpoints, int tile) {
+  check_image(image, "anyres_tiles");
+  if (tile <= 0) throw Error("anyres_tiles: tile size " + std::to_string(tile));
+  const auto [target_w, target_h] = select_best_resolution(image.width, image.height, pinpoints);
+  if (target_w % tile != 0 || target_h % tile != 0) {
+    throw Error("anyres_tiles: resolution " + dims(target_w, target_h) + " is not a multiple of the " +
+                std::to_string(tile) + " px tile");
+  }
+  // resize_and_pad_image
+  const double scale_w = static_cast<double>(target_w) / image.width, scale_h = static_cast<double>(target_h) / image.height;
+  int new_w = target_w, new_h = target_h;
+  if (scale_w < scale_h) {
+    new_h = std::min(static_cast<int>(std::ceil(image.height * scale_w)), target_h);
+  } else {
+    new_w = std::min(static_cast<int>(std::ceil(image.width * scale_h)), target_w);
+  }
+  const RgbImage resized = resize_bicubic(image, std::max(new_w, 1), std::max(new_h, 1));
+  RgbImage canvas{target_w, target_h, std::vector<uint8_t>(static_cast<size_t>(target_w) * target_h * 3, 0)};
+  const int left = (target_w - resized.width) / 2, top = (target_h - resized.height) / 2;
+  for (int y = 0; y < resized.height; ++y) {
+    std::memcpy(&canvas.pixels[(static_cast<size_t>(y + top) * target_w + left) * 3],
+                &resized.pixels[static_cast<size_t>(y) * resized.width * 3], static_cast<size_t>(resized.width) * 3);
+  }
+  AnyResTiles out;
+  out.columns = target_w / tile;
+  out.rows = target_h / tile;
+  out.tiles.push_back(resize_bicubic(image, tile, tile));  // image.resize((336, 336))
+  for (int ty = 0; ty < out.rows; ++ty) {  // divide_to_patches: rows of crops, left to right
+    for (int tx = 0; tx < out.columns; ++tx) {
+      RgbImage crop{tile, tile, std::vector<uint8_t>(static_cast<size_t>(tile) * tile * 3)};
+      for (int y = 0; y < tile; ++y) {
+        std::memcpy(&crop.pixels[static_cast<size_t>(y) * tile * 3],
+                    &canvas.pixels[(static_cast<size_t>(ty * tile + y) * target_w + static_cast<size_t>(tx) * tile) * 3],
+                    static_cast<size_t>(tile) * 3);
+      }
+      out.tiles.push_back(std::move(crop));
+    }
+  }
+  return out;
 }
 
 Image normalize(const RgbImage& image, const Preprocess& recipe) {

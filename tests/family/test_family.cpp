@@ -73,7 +73,7 @@ TEST(Family, LayerDefaultsScaleToTheFilesDepth) {
 
 TEST(Family, DetectedFromTheMmproj) {
   const fs::path dir = test::temp_dir("families");
-  for (const auto& [shape, name] : std::vector<std::pair<std::string, std::string>>{{"tiny", "llava-1.5"}, {"qwen2.5-vl", "qwen2.5-vl"}}) {
+  for (const auto& [shape, name] : std::vector<std::pair<std::string, std::string>>{{"tiny", "llava-1.5"}, {"llava-next", "llava-next"}, {"qwen2.5-vl", "qwen2.5-vl"}}) {
     std::string log;
     ASSERT_EQ(test::run_command(test::vtprune_binary().string() + " make-test-model --mmproj-only --shape " + shape +
                                     " --out " + (dir / shape).string(), &log), 0) << log;
@@ -85,6 +85,19 @@ TEST(Family, DetectedFromTheMmproj) {
       EXPECT_EQ(v.width, v.heads * v.head_dim);
     }
   }
+}
+
+// HiPrune's 'spatial' layout, worked by hand: two crops side by side, 2 x 2 patches each, so the image's patch
+// raster is 4 wide. Crop 0 keeps all four patches; crop 1 keeps patches 0 and 3 and has one merged row.
+TEST(Family, AnyResSpatialOrderFollowsTheImagesRaster) {
+  const std::vector<std::vector<int32_t>> kept{{0, 1, 2, 3}, {0, 3}};
+  // places: crop 0 -> 0, 1, 4, 5; crop 1 -> 2, 7; rows 0-3, 4-5, merged row 6 last
+  EXPECT_EQ(anyres_spatial_order(kept, {4, 3}, 2, 2), (std::vector<int64_t>{0, 1, 4, 2, 3, 5, 6}));
+  // one column: the crops follow each other; rows out of raster order are sorted; -1 = no source
+  EXPECT_EQ(anyres_spatial_order({{3, 0}, {-1, 1}}, {2, 2}, 1, 2), (std::vector<int64_t>{1, 0, 3, 2}));
+  EXPECT_THROW(anyres_spatial_order(kept, {4, 3}, 3, 2), Error);     // 2 crops do not fill rows of 3
+  EXPECT_THROW(anyres_spatial_order({{0, 9}}, {2}, 1, 2), Error);    // patch 9 of a 2 x 2 crop
+  EXPECT_THROW(anyres_spatial_order({{0, 1, 2}}, {2}, 1, 2), Error); // more sources than rows
 }
 
 // The README shows the tables `vtprune families` prints; they must not drift from the data.

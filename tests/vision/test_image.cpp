@@ -211,5 +211,59 @@ TEST(VisionImage, FileSizeLimit) {
   EXPECT_EQ(load_image(file).width, 16);
 }
 
+// LLaVA-NeXT's select_best_resolution over llava-v1.6's pinpoints, cases worked by hand from llava/mm_utils.py.
+TEST(VisionImage, AnyResPicksTheResolutionThatKeepsTheMostPixels) {
+  const auto pins = llava_next_pinpoints();  // 336x672, 672x336, 672x672, 1008x336, 336x1008
+  using R = std::array<int, 2>;
+  EXPECT_EQ(select_best_resolution(640, 320, pins), (R{672, 336}));    // fits exactly at 1.05x
+  EXPECT_EQ(select_best_resolution(1024, 768, pins), (R{672, 672}));   // 672x504 effective beats 448x336
+  EXPECT_EQ(select_best_resolution(320, 640, pins), (R{336, 672}));
+  EXPECT_EQ(select_best_resolution(1000, 300, pins), (R{1008, 336}));  // 1008x302 keeps all 300000 pixels
+  // a small image keeps all its pixels everywhere: the least wasted canvas, the first candidate on a tie
+  EXPECT_EQ(select_best_resolution(100, 100, pins), (R{336, 672}));
+  EXPECT_THROW(select_best_resolution(0, 10, pins), Error);
+  EXPECT_THROW(select_best_resolution(10, 10, {}), Error);
+}
+
+// The overview is the whole image stretched to one tile; the crops cut the image resized to fit the best
+// resolution (aspect kept, the limiting side filled) and centred on black.
+TEST(VisionImage, AnyResTilesAreTheOverviewThenTheCropsOfThePaddedResize) {
+  const auto pins = llava_next_pinpoints();
+  const RgbImage wide = gradient(640, 320);  // 672x336 at 1.05x: no padding
+  const AnyResTiles t = anyres_tiles(wide, pins, 336);
+  ASSERT_EQ(t.tiles.size(), 3u);
+  EXPECT_EQ(t.columns, 2);
+  EXPECT_EQ(t.rows, 1);
+  EXPECT_EQ(t.tiles[0].pixels, resize_bicubic(wide, 336, 336).pixels);
+  const RgbImage resized = resize_bicubic(wide, 672, 336);
+  for (int y : {0, 100, 335}) {
+    for (int x : {0, 200, 335}) {
+      for (int c = 0; c < 3; ++c) {
+        EXPECT_EQ(t.tiles[1].pixels[(static_cast<size_t>(y) * 336 + x) * 3 + c], resized.pixels[(static_cast<size_t>(y) * 672 + x) * 3 + c]);
+        EXPECT_EQ(t.tiles[2].pixels[(static_cast<size_t>(y) * 336 + x) * 3 + c],
+                  resized.pixels[(static_cast<size_t>(y) * 672 + 336 + x) * 3 + c]);
+      }
+    }
+  }
+  // 640x300 -> 672x336: width limits (1.05x), height min(ceil(315), 336) = 315, pasted at (336 - 315) // 2 = 10
+  const RgbImage low = gradient(640, 300);
+  const AnyResTiles p = anyres_tiles(low, pins, 336);
+  ASSERT_EQ(p.tiles.size(), 3u);
+  const RgbImage fitted = resize_bicubic(low, 672, 315);
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(p.tiles[1].pixels[(9 * 336 + 50) * 3 + c], 0) << "padding above";
+    EXPECT_EQ(p.tiles[2].pixels[(325 * 336 + 50) * 3 + c], 0) << "padding below";
+    EXPECT_EQ(p.tiles[1].pixels[(10 * 336 + 50) * 3 + c], fitted.pixels[50 * 3 + c]);
+    EXPECT_EQ(p.tiles[2].pixels[(324 * 336 + 50) * 3 + c], fitted.pixels[(314 * 672 + 336 + 50) * 3 + c]);
+  }
+  // 1024x768 -> 672x672: 2 x 2 crops, row by row
+  const AnyResTiles square = anyres_tiles(gradient(1024, 768), pins, 336);
+  EXPECT_EQ(square.tiles.size(), 5u);
+  EXPECT_EQ(square.columns, 2);
+  EXPECT_EQ(square.rows, 2);
+  const std::vector<std::array<int, 2>> odd{{500, 336}};
+  expect_error_containing([&] { anyres_tiles(wide, odd, 336); }, "not a multiple");
+}
+
 }  // namespace
 }  // namespace vtprune::vision
