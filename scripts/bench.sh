@@ -7,7 +7,7 @@
 # compute as real ones.
 #
 #   scripts/bench.sh                 # build, make models, run every shape, write docs/bench-*.{md,json,png}
-#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b)
+#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b | llava-next-7b)
 #   BENCH_STEPS=build scripts/bench.sh          # build only (also: models, run)
 #
 # PruMerge(+) tap the last layer by default (layer=-1), which llama.cpp's LLaVA mmproj files do not store (the
@@ -73,7 +73,7 @@ make_models() {
   # the 7B Q4_0 file is ~3.9 GB, the TinyLlama F16 one ~2.2 GB, each CLIP mmproj ~0.6 GB; Qwen2.5-VL-3B:
   # 6.2 GB F16 LLM + 1.34 GB mmproj
   local need_gb=3; [[ "$shape" == llava-7b ]] && need_gb=6; [[ "$shape" == qwen2.5-vl-3b ]] && need_gb=9
-  [[ "$shape" == gemma3-4b ]] && need_gb=10
+  [[ "$shape" == gemma3-4b ]] && need_gb=10; [[ "$shape" == llava-next-7b ]] && need_gb=6
   mkdir -p "$MODELS"
   local avail_gb
   avail_gb=$(df -Pk "$MODELS" | awk 'NR==2 {print int($4/1048576)}')
@@ -141,7 +141,13 @@ for shape in $SHAPES; do
       has_step models && make_models gemma3-4b f16
       has_step run && run_shape gemma3-4b f16 none,hiprune 0.334,0.112
       ;;
-    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b)"; exit 1 ;;
+    llava-next-7b)
+      # LLaVA-NeXT-7B's shapes (CLIP ViT-L/14-336 on the overview + 2 x 2 crops of a 1024x768 image = 2880 tokens,
+      # Vicuna-7B as Q4_0): HiPrune's official NeXT path at about 1/3 and 1/9 (its paper's 640 / 320 of 2880)
+      has_step models && make_models llava-next-7b q4_0
+      has_step run && run_shape llava-next-7b q4_0 none,hiprune 0.334,0.112
+      ;;
+    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b | llava-next-7b)"; exit 1 ;;
   esac
 done
 # The README's chart: the TinyLlama breakdown (the 7B one sits beside it).

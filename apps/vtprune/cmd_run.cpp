@@ -65,6 +65,7 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_flag("--mtmd-compat", a->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does (CLS last, one layer short)");
   cmd->add_option("--anyres-layout", a->vlm.anyres_layout,
                   "LLaVA-NeXT: spatial (HiPrune's official order: overview, then the crops' rows in the image's raster) | "
+                  "spatial_unpad (LLaVA-NeXT's own: padding removed, a newline token after every row) | "
                   "tiles (tile after tile, as libmtmd places them)")
       ->capture_default_str();
   cmd->add_flag("--vit-f16-attention", a->vlm.mmproj.f16_attention,

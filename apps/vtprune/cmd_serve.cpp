@@ -103,6 +103,7 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_flag("--mtmd-compat", o->vlm.mmproj.mtmd_compat, "encode exactly as llama.cpp's clip graph does");
   cmd->add_option("--anyres-layout", o->vlm.anyres_layout,
                   "LLaVA-NeXT: spatial (HiPrune's official order: overview, then the crops' rows in the image's raster) | "
+                  "spatial_unpad (LLaVA-NeXT's own: padding removed, a newline token after every row) | "
                   "tiles (tile after tile, as libmtmd places them)")
       ->capture_default_str();
   cmd->add_flag("--vit-f16-attention", o->vlm.mmproj.f16_attention,

@@ -10,6 +10,7 @@
 // Options: `--opt key=value` goes to every chosen method that has the option (an option no chosen method
 // has is an error); `--opt method:key=value` to that method only.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -20,6 +21,7 @@
 
 #include "commands.h"
 #include "vtprune/draw.h"
+#include "vtprune/pipeline.h"
 #include "vtprune/text.h"
 #include "vtprune/vision.h"
 
@@ -41,8 +43,8 @@ struct MethodRun {
   std::string name;
   std::unique_ptr<Reducer> reducer;
   Needs needs;
-  Reduction reduction;
-  int panel_x = 0, panel_y = 0;  // where its image panel landed in the output
+  std::vector<Reduction> tiles;  // one per encoder input: the image, or LLaVA-NeXT's overview then its crops
+  std::vector<std::array<int, 2>> panel_at;  // where each tile's panel landed in the output
 };
 
 // ---- colours: one per role, distinct on a photo and on the dimmed areas around it
@@ -208,10 +210,6 @@ int run_viz(const VizArgs& args) {
 
   auto model = args.mmproj.empty() ? vision::VisionModel::from_safetensors_timm(args.model)
                                    : vision::VisionModel::from_mmproj(args.mmproj);
-  if (!model.preprocess_recipe().anyres_pinpoints.empty()) {
-    throw InputError("viz: " + args.mmproj + " is a LLaVA-NeXT (AnyRes) file; viz draws one 336-px input and does not "
-                     "draw NeXT's overview + crops yet (`vtprune run --json` gives each tile's kept indices)");
-  }
   const EncoderInfo info = model.info();
   const std::string model_name = std::filesystem::path(args.mmproj.empty() ? args.model : args.mmproj).filename().string();
 
@@ -243,13 +241,28 @@ int run_viz(const VizArgs& args) {
     runs.push_back(std::move(run));
   }
 
-  const vision::RgbImage pixels = vision::prepare_pixels(vision::load_image(args.image), model.preprocess_recipe());
-  const vision::EncoderResult encoded = model.encode(vision::normalize(pixels, model.preprocess_recipe()), merged,
-                                                     {.threads = threads});
-  EncoderOutput view = encoded.view();
-  // CDPruner's official relevance: CLIP text_embeds of the prompt against visual_projection(post_layernorm(the
-  // patch features)), as the pipeline computes them.
-  text::Embeddings text_rows, image_rows;
+  // What the encoder sees: the model's preprocessing of the image, or (LLaVA-NeXT) the AnyRes overview and crops,
+  // each pruned on its own grid with the image's budget split over them (as the pipeline does).
+  const vision::RgbImage source = vision::load_image(args.image);
+  const vision::Preprocess& recipe = model.preprocess_recipe();
+  std::vector<vision::RgbImage> tiles;
+  int crop_columns = 0, crop_rows = 0;
+  if (recipe.anyres_pinpoints.empty()) {
+    tiles.push_back(vision::prepare_pixels(source, recipe));
+  } else {
+    vision::AnyResTiles split = vision::anyres_tiles(source, recipe.anyres_pinpoints, recipe.image_size);
+    tiles = std::move(split.tiles);
+    crop_columns = split.columns, crop_rows = split.rows;
+  }
+  const auto n = static_cast<int64_t>(info.grid.size());  // tokens per tile
+  const auto n_all = n * static_cast<int64_t>(tiles.size());
+  std::vector<Budget> budgets(tiles.size(), budget);
+  if (tiles.size() > 1 && budget.kind != Budget::Kind::All) {
+    const std::vector<int64_t> shares = pipeline::split_budget(budget.resolve(n_all), std::vector<int64_t>(tiles.size(), n));
+    for (size_t k = 0; k < tiles.size(); ++k) budgets[k] = Budget::tokens(shares[k]);
+  }
+  std::optional<text::ClipTextModel> clip;
+  text::Embeddings text_rows;
   if (merged.prompt_embeddings) {
     throw Error("viz: relevance=llm needs the LLM's token embeddings, which viz does not load: use relevance=clip with "
                 "--clip-text DIR --prompt TEXT, or relevance=none");
@@ -259,17 +272,27 @@ int run_viz(const VizArgs& args) {
       throw Error("viz: cdpruner's relevance=clip needs --clip-text DIR (a Hugging Face CLIP folder) and --prompt TEXT; "
                   "or choose --opt cdpruner:relevance=none");
     }
-    const auto clip = text::ClipTextModel::load(args.clip_text);
-    text_rows = clip.text_embeds(args.prompt, threads);
-    image_rows = clip.image_embeds(view.features, threads);
-    view.text_embeds = text_rows.view();
-    view.image_embeds = image_rows.view();
+    clip.emplace(text::ClipTextModel::load(args.clip_text));
+    text_rows = clip->text_embeds(args.prompt, threads);
   }
-  for (MethodRun& run : runs) {
-    try {
-      run.reduction = run.reducer->reduce(view, budget);
-    } catch (const Error& e) {
-      throw Error("viz: method " + run.name + " failed on " + model_name + ": " + e.what());
+  for (size_t k = 0; k < tiles.size(); ++k) {
+    const vision::EncoderResult encoded = model.encode(vision::normalize(tiles[k], recipe), merged, {.threads = threads});
+    EncoderOutput view = encoded.view();
+    // CDPruner's official relevance: CLIP text_embeds of the prompt against visual_projection(post_layernorm(the
+    // patch features)), as the pipeline computes them.
+    text::Embeddings image_rows;
+    if (clip) {
+      image_rows = clip->image_embeds(view.features, threads);
+      view.text_embeds = text_rows.view();
+      view.image_embeds = image_rows.view();
+    }
+    for (MethodRun& run : runs) {
+      try {
+        run.tiles.push_back(run.reducer->reduce(view, budgets[k]));
+      } catch (const Error& e) {
+        throw Error("viz: method " + run.name + " failed on " + model_name + (tiles.size() > 1 ? ", tile " + std::to_string(k) : "") +
+                    ": " + e.what());
+      }
     }
   }
 
@@ -279,24 +302,39 @@ int run_viz(const VizArgs& args) {
   layout.cell = std::max(4, static_cast<int>(std::lround(static_cast<double>(args.panel) / std::max(grid.w, grid.h))));
   layout.size_w = layout.cell * grid.w;
   layout.size_h = layout.cell * grid.h;
-  const int columns = std::min<int>(4, static_cast<int>(runs.size()));
+  // A method's picture: its one panel, or the overview's panel and, beside it, the crops' panels in their grid.
+  const int tile_gap = 12;
+  const int method_w = tiles.size() > 1 ? layout.size_w + tile_gap + crop_columns * layout.size_w : layout.size_w;
+  const int method_h = tiles.size() > 1 ? std::max(1, crop_rows) * layout.size_h : layout.size_h;
+  const int columns = tiles.size() > 1 ? 1 : std::min<int>(4, static_cast<int>(runs.size()));
   const int rows = (static_cast<int>(runs.size()) + columns - 1) / columns;
   const int gap = 24, margin = 24, header = 62, title_h = 54, footer_h = 30;
-  const int width = std::max(margin * 2 + columns * layout.size_w + (columns - 1) * gap, 640);
-  const auto n = static_cast<int64_t>(grid.size());
+  const std::string tiles_text = tiles.size() > 1 ? " on each of " + std::to_string(tiles.size()) + " AnyRes tiles (the overview + " +
+                                                        std::to_string(crop_columns) + "\xC3\x97" + std::to_string(crop_rows) + " crops)"
+                                                  : "";
+  const std::string subtitle = model_name + ": " + std::to_string(grid.w) + "\xC3\x97" + std::to_string(grid.h) + " = " +
+                               std::to_string(n) + " patch tokens" + tiles_text + ", budget " + budget.to_string();
+  const int width = std::max({margin * 2 + columns * method_w + (columns - 1) * gap, 640,
+                              margin * 2 + static_cast<int>(std::ceil(draw::Canvas(1, 1).text_width(subtitle, 14)))});
+  const auto all_roles = [](const MethodRun& run) {
+    Reduction r;
+    for (const Reduction& t : run.tiles) r.roles.insert(r.roles.end(), t.roles.begin(), t.roles.end());
+    return r;
+  };
 
   // ---- legend entries: the roles drawn, pruned, pooling windows, merge neighbourhood
   std::map<TokenRole, bool> roles_shown;
   bool any_pruned = false, any_pooled = false, neighbourhood_shown = false;
   for (const MethodRun& run : runs) {
-    const Reduction& r = run.reduction;
-    const bool pooled = std::any_of(r.roles.begin(), r.roles.end(), [](TokenRole t) { return t == TokenRole::Pooled; });
-    for (TokenRole t : r.roles) roles_shown[t] = true;
-    any_pooled |= pooled;
-    any_pruned |= !pooled && r.kept.size() < static_cast<size_t>(n);
-    neighbourhood_shown |= !pooled && args.neighbourhood >= 0 && static_cast<size_t>(args.neighbourhood) < r.kept.size() &&
-                           static_cast<size_t>(args.neighbourhood) < r.groups.size() &&
-                           r.groups[static_cast<size_t>(args.neighbourhood)].size() > 1;
+    for (const Reduction& r : run.tiles) {
+      const bool pooled = std::any_of(r.roles.begin(), r.roles.end(), [](TokenRole t) { return t == TokenRole::Pooled; });
+      for (TokenRole t : r.roles) roles_shown[t] = true;
+      any_pooled |= pooled;
+      any_pruned |= !pooled && r.kept.size() < static_cast<size_t>(n);
+      neighbourhood_shown |= !pooled && args.neighbourhood >= 0 && static_cast<size_t>(args.neighbourhood) < r.kept.size() &&
+                             static_cast<size_t>(args.neighbourhood) < r.groups.size() &&
+                             r.groups[static_cast<size_t>(args.neighbourhood)].size() > 1;
+    }
   }
   struct LegendEntry {
     std::string label;
@@ -322,7 +360,7 @@ int run_viz(const VizArgs& args) {
                         cv.fill_rect(x, y, 16, 16, kDim);
                       }});
   }
-  if (std::any_of(runs.begin(), runs.end(), [](const MethodRun& run) { return !run.reduction.relevance.empty(); })) {
+  if (std::any_of(runs.begin(), runs.end(), [](const MethodRun& run) { return !run.tiles.front().relevance.empty(); })) {
     legend.push_back({"relevance to the prompt (heat)", [](draw::Canvas& cv, double x, double y) {
                         cv.fill_rect(x, y, 16, 16, {120, 120, 120, 255});
                         cv.fill_rect(x, y, 16, 16, {kHeat.r, kHeat.g, kHeat.b, 170});
@@ -352,29 +390,35 @@ int run_viz(const VizArgs& args) {
   }
   const int legend_rows = legend_at.empty() ? 0 : legend_at.back().second + 1;
   const int legend_h = static_cast<int>(legend_rows * kLegendRow) + 8;
-  const int height = header + rows * (title_h + layout.size_h + footer_h) + (rows - 1) * gap / 2 + legend_h + margin;
+  const int height = header + rows * (title_h + method_h + footer_h) + (rows - 1) * gap / 2 + legend_h + margin;
   draw::Canvas canvas(width, height);
 
   canvas.text(margin, 34, "vtprune viz \xE2\x80\x94 " + std::filesystem::path(args.image).filename().string(), 22, kInk);
-  canvas.text(margin, 54,
-              model_name + ": " + std::to_string(grid.w) + "\xC3\x97" + std::to_string(grid.h) + " = " + std::to_string(n) +
-                  " patch tokens, budget " + budget.to_string(),
-              14, kMuted);
-  const int x_start = (width - (columns * layout.size_w + (columns - 1) * gap)) / 2;
+  canvas.text(margin, 54, subtitle, 14, kMuted);
+  const int x_start = (width - (columns * method_w + (columns - 1) * gap)) / 2;
   for (size_t i = 0; i < runs.size(); ++i) {
-    const Reduction& r = runs[i].reduction;
     const int col = static_cast<int>(i) % columns, row = static_cast<int>(i) / columns;
-    const int x = x_start + col * (layout.size_w + gap);
-    const int y = header + row * (title_h + layout.size_h + footer_h + gap / 2);
-    const auto rows_out = static_cast<int64_t>(r.roles.size());
+    const int x = x_start + col * (method_w + gap);
+    const int y = header + row * (title_h + method_h + footer_h + gap / 2);
+    const Reduction counted = all_roles(runs[i]);
+    const auto rows_out = static_cast<int64_t>(counted.roles.size());
     canvas.text(x, y + 24, runs[i].name, 20, kInk);
     canvas.text(x, y + 45,
-                std::to_string(rows_out) + " of " + std::to_string(n) + " tokens (" +
-                    std::to_string(static_cast<int>(std::lround(100.0 * rows_out / std::max<int64_t>(1, n)))) + "%)",
+                std::to_string(rows_out) + " of " + std::to_string(n_all) + " tokens (" +
+                    std::to_string(static_cast<int>(std::lround(100.0 * rows_out / std::max<int64_t>(1, n_all)))) + "%)",
                 14, kMuted);
-    canvas.blit(draw_panel(pixels, info, r, layout, args.neighbourhood), x, y + title_h);
-    runs[i].panel_x = x, runs[i].panel_y = y + title_h;
-    canvas.text(x, y + title_h + layout.size_h + 20, role_counts(r), 13, kMuted);
+    for (size_t k = 0; k < tiles.size(); ++k) {
+      // the overview at the left; crop c at (c % columns, c / columns) of the crop grid beside it
+      int px = x, py = y + title_h;
+      if (k > 0) {
+        const int c = static_cast<int>(k) - 1;
+        px += layout.size_w + tile_gap + (c % crop_columns) * layout.size_w;
+        py += (c / crop_columns) * layout.size_h;
+      }
+      canvas.blit(draw_panel(tiles[k], info, runs[i].tiles[k], layout, args.neighbourhood), px, py);
+      runs[i].panel_at.push_back({px, py});
+    }
+    canvas.text(x, y + title_h + method_h + 20, role_counts(counted), 13, kMuted);
   }
   const double legend_top = height - margin - legend_h + 8;
   for (size_t i = 0; i < legend.size(); ++i) {
@@ -386,17 +430,21 @@ int run_viz(const VizArgs& args) {
 
   canvas.save_png(args.out);
   std::printf("wrote %s (%dx%d)\n", args.out.c_str(), canvas.width(), canvas.height());
-  // Per method: counts, where its panel is (cells of `cell` pixels), and the kept patches, so scripts and
-  // tests can relate the picture to the reduction.
+  // Per method (and tile): counts, where its panel is (cells of `cell` pixels), and the kept patches, so scripts
+  // and tests can relate the picture to the reduction.
   for (const MethodRun& run : runs) {
-    std::printf("%s: %zu of %lld tokens (%s); panel at %d,%d, %dx%d cells of %d px\n", run.name.c_str(),
-                run.reduction.roles.size(), static_cast<long long>(n), role_counts(run.reduction).c_str(), run.panel_x,
-                run.panel_y, grid.w, grid.h, layout.cell);
-    std::string kept;
-    for (int32_t index : run.reduction.kept) {
-      if (const auto p = patch_of(run.reduction, info, index)) kept += " " + std::to_string(*p);
+    for (size_t k = 0; k < run.tiles.size(); ++k) {
+      const Reduction& r = run.tiles[k];
+      const std::string who = run.tiles.size() > 1 ? run.name + " tile " + std::to_string(k) : run.name;
+      std::printf("%s: %zu of %lld tokens (%s); panel at %d,%d, %dx%d cells of %d px\n", who.c_str(), r.roles.size(),
+                  static_cast<long long>(n), role_counts(r).c_str(), run.panel_at[k][0], run.panel_at[k][1], grid.w, grid.h,
+                  layout.cell);
+      std::string kept;
+      for (int32_t index : r.kept) {
+        if (const auto p = patch_of(r, info, index)) kept += " " + std::to_string(*p);
+      }
+      std::printf("  kept patches:%s\n", kept.c_str());
     }
-    std::printf("  kept patches:%s\n", kept.c_str());
   }
   return 0;
 }
@@ -407,7 +455,7 @@ void add_viz(CLI::App& app, Action& action) {
   auto args = std::make_shared<VizArgs>();
   CLI::App* cmd = app.add_subcommand("viz", "Draw what each method keeps on the preprocessed image (PNG)");
   cmd->add_option("--image", args->image, "input image (JPEG / PNG / BMP)")->required();
-  cmd->add_option("--mmproj", args->mmproj, "llama.cpp mmproj GGUF (LLaVA-1.5 vision tower)");
+  cmd->add_option("--mmproj", args->mmproj, "llama.cpp mmproj GGUF (LLaVA-1.5 or LLaVA-NeXT vision tower)");
   cmd->add_option("--model", args->model, "timm ViT/DeiT: folder with model.safetensors (+ config.json)");
   cmd->add_option("--methods", args->methods, "methods, comma-separated (see `vtprune methods`)")
       ->required()

@@ -158,6 +158,14 @@ std::vector<float> block_mean(std::span<const float> per_patch, int grid_h, int 
 // crop order: sourced rows by their place in the whole image's patch raster, then the others, crop by crop.
 std::vector<int64_t> anyres_spatial_order(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows,
                                           int columns, int side);
+// LLaVA-NeXT's own 'spatial_unpad' layout (HiPrune's llava_arch.py 'unpad' branch): the crop grid in the whole
+// image's raster with the padding rows or columns of an image_width x image_height picture removed (unpad_image:
+// the side that did not fill its resolution loses (current - int(original * scale)) // 2 patches at each end, and
+// kept rows there are dropped), and a newline (kAnyResNewline) after every remaining patch row, kept whatever the
+// row keeps. Rows without a single source come last, crop by crop.
+inline constexpr int64_t kAnyResNewline = -1;
+std::vector<int64_t> anyres_unpad_order(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows,
+                                        int columns, int side, int image_width, int image_height);
 // Reorders per-token values from the ViT's window order to raster order.
 std::vector<float> window_to_raster(std::span<const float> window_ordered, int grid_h, int grid_w, int window);
 

@@ -102,6 +102,7 @@ std::array<int, 2> select_best_resolution(int width, int height, std::span<const
 struct AnyResTiles {
   std::vector<RgbImage> tiles;  // overview first, then columns x rows crops in raster order
   int columns = 0, rows = 0;    // the crop grid (best resolution / tile)
+  int image_width = 0, image_height = 0;  // the image's own size (LLaVA-NeXT's unpad reads it)
 };
 AnyResTiles anyres_tiles(const RgbImage& image, std::span<const std::array<int, 2>> pinpoints, int tile);
 
@@ -186,6 +187,7 @@ struct MmprojShape {
   // Non-empty: a LLaVA-NeXT (1.6) file as llama.cpp's converter writes it: these AnyRes resolutions
   // (clip.vision.image_grid_pinpoints), mm_patch_merge_type "spatial_unpad" and v.image_newline [proj_out].
   std::vector<std::array<int, 2>> anyres_pinpoints;
+  bool image_newline = true;  // with pinpoints: write v.image_newline (false: a file without it, for tests)
 };
 // LLaVA-NeXT-7B's (llava-v1.6-vicuna-7b) image_grid_pinpoints.
 inline std::vector<std::array<int, 2>> llava_next_pinpoints() {
@@ -294,6 +296,9 @@ class VisionModel {
   int dim() const;             // ViT width D
   int num_classes() const;     // 0 without a classifier head
   int projector_dim() const;   // 0 without a projector
+  // LLaVA-NeXT's learned row separator in the LLM's input space (v.image_newline, projector_dim floats); empty
+  // when the file has none.
+  std::span<const float> image_newline() const;
   const std::filesystem::path& path() const;
 
   // Encodes one preprocessed image (its size must be the model's image size). Computes the features of

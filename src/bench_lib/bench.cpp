@@ -216,9 +216,12 @@ BenchReport run_bench(const BenchParams& params) {
     report.image_height = rgb.height;
   }
 
-  // vtprune's own graph (LLaVA-1.5): encoder-only runs first, before the pipeline's models are loaded
-  const bool own_encoder = family::by_name(report.family).encoder == family::Encoder::Own;
-  if (p.encoder_bench && own_encoder) report.encoder = bench_encoder(p, report.threads);
+  // vtprune's own graph (LLaVA-1.5): encoder-only runs first, before the pipeline's models are loaded. LLaVA-NeXT's
+  // encoder-only rows would time one tile of several: its encode is compared end to end only.
+  const family::Family& fam = family::by_name(report.family);
+  const bool own_encoder = fam.encoder == family::Encoder::Own;
+  const bool anyres = fam.tiling == family::Tiling::AnyRes;
+  if (p.encoder_bench && own_encoder && !anyres) report.encoder = bench_encoder(p, report.threads);
 
   pipeline::Vlm vlm(pipeline::VlmParams{
       .llm_path = p.llm_path, .mmproj_path = p.mmproj_path, .threads = report.threads, .n_ctx = p.n_ctx,
@@ -228,6 +231,14 @@ BenchReport run_bench(const BenchParams& params) {
   // dynamic resolution (grid 0 x 0): the image's token grid comes from a first run (below)
   const bool dynamic = info.grid.size() == 0;
   int64_t n_patches = info.grid.size();
+  if (anyres) {  // the overview + the crops of the best pinpoint for this image, 576 tokens each
+    const vision::Preprocess& recipe = vlm.vision_model().preprocess_recipe();
+    const auto [w, h] = vision::select_best_resolution(report.image_width, report.image_height, recipe.anyres_pinpoints);
+    report.flops.tiles = 1 + int64_t{w / recipe.image_size} * (h / recipe.image_size);
+    n_patches *= report.flops.tiles;
+    say(p, "image " + std::to_string(report.image_width) + "x" + std::to_string(report.image_height) + " -> " +
+               std::to_string(report.flops.tiles) + " AnyRes tiles = " + std::to_string(n_patches) + " LLM tokens");
+  }
 
   std::vector<Config> configs;
   for (const auto& method : p.methods) {

@@ -73,7 +73,7 @@ double FlopModel::vit_flops(int layers_run) const {
   for (int b = 0; b < layers_run; ++b) {
     blocks += 2.0 * T * static_cast<double>(vit_block_params) + 4.0 * vit_attention_pairs(b) * D;
   }
-  return patch + blocks;
+  return static_cast<double>(tiles) * (patch + blocks);
 }
 
 double FlopModel::projector_flops(int64_t rows) const {
@@ -84,7 +84,7 @@ double FlopModel::tap_flops() const {
   // QK^T over all T x T pairs (2 x D per pair over the heads) + the sum of each key's column over the queries
   // (one multiply-add per pair and head; heads x head_dim = D, so that term is T^2 x heads, small beside QK^T)
   const double T = static_cast<double>(vit_tokens);
-  return 2.0 * T * T * static_cast<double>(vit_dim);
+  return static_cast<double>(tiles) * 2.0 * T * T * static_cast<double>(vit_dim);
 }
 
 double FlopModel::prefill_flops(int64_t n_positions) const {
@@ -108,7 +108,7 @@ FlopModel read_flop_model(const std::filesystem::path& llm_gguf, const std::file
     m.vit_block_params = matrix_params(v, "v.blk.") / std::max<int64_t>(1, m.vit_stored_layers);
     m.projector_params = matrix_params(v, "mm.");
     const int64_t patch = v.u32("clip.vision.patch_size");
-    if (fam.name == "llava-1.5") {
+    if (fam.name == "llava-1.5" || fam.name == "llava-next") {  // NeXT: per tile; the tile count is the image's (tiles)
       const int64_t image = v.u32("clip.vision.image_size");
       m.grid_h = m.grid_w = image / std::max<int64_t>(1, patch);
       m.vit_patches = m.grid_h * m.grid_w;

@@ -72,6 +72,7 @@ nlohmann::json to_json(const BenchReport& r) {
   const FlopModel& m = r.flops;
   j["flop_model"] = {{"vit_patches", m.vit_patches},           {"vit_tokens", m.vit_tokens},
                      {"vit_dim", m.vit_dim},                   {"vit_stored_layers", m.vit_stored_layers},
+                     {"tiles", m.tiles},
                      {"vit_block_params", m.vit_block_params}, {"patch_embd_params", m.patch_embd_params},
                      {"projector_params", m.projector_params}, {"llm_layers", m.llm_layers},
                      {"llm_embd", m.llm_embd},                 {"llm_heads", m.llm_heads},
@@ -174,7 +175,12 @@ std::string to_markdown(const BenchReport& r) {
     }
     md << full << " (full attention); LLM: ";
   } else {
-    md << "ViT: " << m.vit_stored_layers << " stored blocks, D = " << m.vit_dim << ", " << m.vit_tokens << " tokens; LLM: ";
+    md << "ViT: " << m.vit_stored_layers << " stored blocks, D = " << m.vit_dim << ", " << m.vit_tokens << " tokens";
+    if (m.tiles > 1) {
+      md << " on each of " << m.tiles << " AnyRes tiles (image " << r.image_width << "×" << r.image_height
+         << ": the overview + " << m.tiles - 1 << " crops, " << m.tiles * m.grid_h * m.grid_w << " LLM tokens)";
+    }
+    md << "; LLM: ";
   }
   md << m.llm_layers << " layers, n_embd " << m.llm_embd << ", "
      << f("%.1f", static_cast<double>(m.llm_block_params) / 1e6) << " M block parameters.\n\n";

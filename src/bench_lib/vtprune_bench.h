@@ -53,11 +53,13 @@ struct FlopModel {
   int64_t window_tokens = 0;      // window side in LLM tokens (112 px / patch / merge)
   int64_t window_pairs = 0;       // sum over windows of (patches in the window)^2: (query, key) pairs per head
   bool projector_in_encoder = false;  // the projector runs on every token inside the encoder (libmtmd)
+  int64_t tiles = 1;              // ViT inputs per image (LLaVA-NeXT: the overview + the AnyRes crops); vit_flops
+                                  // and tap_flops count every tile
   // LLM
   int64_t llm_layers = 0, llm_embd = 0, llm_heads = 0, llm_head_dim = 0, llm_vocab = 0;
   int64_t llm_block_params = 0;   // all blk.* weights, all layers
 
-  bool dynamic_resolution() const { return family != "llava-1.5"; }
+  bool dynamic_resolution() const { return family != "llava-1.5" && family != "llava-next"; }
   // Sets the image's LLM token grid (dynamic-resolution families): patches, ViT tokens and window pairs.
   void set_image_grid(int64_t h, int64_t w);
   bool full_attention_block(int block) const { return n_wa_pattern <= 0 || (block + 1) % n_wa_pattern == 0; }

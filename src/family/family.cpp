@@ -222,39 +222,91 @@ std::vector<int32_t> window_positions(int grid_h, int grid_w, int window) {
   return pos;
 }
 
-std::vector<int64_t> anyres_spatial_order(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows,
-                                          int columns, int side) {
-  if (kept.size() != rows.size() || columns < 1 || side < 1 || rows.size() % static_cast<size_t>(columns) != 0) {
-    throw Error("anyres_spatial_order: " + std::to_string(kept.size()) + " crops' sources, " + std::to_string(rows.size()) +
+namespace {
+
+// The crops' rows with a single source patch, as (place in the whole image's patch raster, row), and the others.
+struct PlacedRows {
+  std::vector<std::pair<int64_t, int64_t>> sourced;  // sorted by place
+  std::vector<int64_t> merged;
+  int64_t height = 0, width = 0;  // the crop grid in patches
+};
+
+PlacedRows place_crop_rows(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows, int columns, int side) {
+  if (kept.size() != rows.size() || kept.empty() || columns < 1 || side < 1 || rows.size() % static_cast<size_t>(columns) != 0) {
+    throw Error("AnyRes layout: " + std::to_string(kept.size()) + " crops' sources, " + std::to_string(rows.size()) +
                 " crops' row counts, " + std::to_string(columns) + " columns of " + std::to_string(side) + " x " +
                 std::to_string(side) + " patches");
   }
-  const int64_t width = int64_t{columns} * side, patches = int64_t{side} * side;
-  std::vector<std::pair<int64_t, int64_t>> sourced;  // (place in the image's patch raster, row)
-  std::vector<int64_t> merged;
+  PlacedRows out;
+  out.width = int64_t{columns} * side;
+  out.height = static_cast<int64_t>(rows.size()) / columns * side;
+  const int64_t patches = int64_t{side} * side;
   int64_t first_row = 0;
   for (size_t c = 0; c < kept.size(); ++c) {
     if (static_cast<int64_t>(kept[c].size()) > rows[c]) {
-      throw Error("anyres_spatial_order: crop " + std::to_string(c) + " names " + std::to_string(kept[c].size()) +
+      throw Error("AnyRes layout: crop " + std::to_string(c) + " names " + std::to_string(kept[c].size()) +
                   " sources for " + std::to_string(rows[c]) + " rows");
     }
     const int64_t crop_y = static_cast<int64_t>(c) / columns, crop_x = static_cast<int64_t>(c) % columns;
     for (int64_t j = 0; j < rows[c]; ++j) {
       const int64_t p = j < static_cast<int64_t>(kept[c].size()) ? kept[c][static_cast<size_t>(j)] : -1;
-      if (p >= patches) throw Error("anyres_spatial_order: source " + std::to_string(p) + " outside the crop");
+      if (p >= patches) throw Error("AnyRes layout: source " + std::to_string(p) + " outside the crop");
       if (p < 0) {
-        merged.push_back(first_row + j);
+        out.merged.push_back(first_row + j);
       } else {
-        sourced.emplace_back((crop_y * side + p / side) * width + crop_x * side + p % side, first_row + j);
+        out.sourced.emplace_back((crop_y * side + p / side) * out.width + crop_x * side + p % side, first_row + j);
       }
     }
     first_row += rows[c];
   }
-  std::stable_sort(sourced.begin(), sourced.end());
+  std::stable_sort(out.sourced.begin(), out.sourced.end());
+  return out;
+}
+
+}  // namespace
+
+std::vector<int64_t> anyres_spatial_order(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows,
+                                          int columns, int side) {
+  const PlacedRows placed = place_crop_rows(kept, rows, columns, side);
   std::vector<int64_t> order;
-  order.reserve(static_cast<size_t>(first_row));
-  for (const auto& [place, row] : sourced) order.push_back(row);
-  order.insert(order.end(), merged.begin(), merged.end());
+  for (const auto& [place, row] : placed.sourced) order.push_back(row);
+  order.insert(order.end(), placed.merged.begin(), placed.merged.end());
+  return order;
+}
+
+std::vector<int64_t> anyres_unpad_order(const std::vector<std::vector<int32_t>>& kept, const std::vector<int64_t>& rows,
+                                        int columns, int side, int image_width, int image_height) {
+  if (image_width <= 0 || image_height <= 0) {
+    throw Error("AnyRes unpad: image size " + std::to_string(image_width) + "x" + std::to_string(image_height));
+  }
+  const PlacedRows placed = place_crop_rows(kept, rows, columns, side);
+  // unpad_image, on the crop grid (height x width patches) of an image_width x image_height picture
+  int64_t y0 = 0, y1 = placed.height, x0 = 0, x1 = placed.width;
+  const double original_aspect = static_cast<double>(image_width) / image_height;
+  const double current_aspect = static_cast<double>(placed.width) / static_cast<double>(placed.height);
+  if (original_aspect > current_aspect) {
+    const double scale = static_cast<double>(placed.width) / image_width;
+    const auto new_height = static_cast<int64_t>(image_height * scale);
+    const int64_t padding = (placed.height - new_height) / 2;
+    y0 = padding, y1 = placed.height - padding;
+  } else {
+    const double scale = static_cast<double>(placed.height) / image_height;
+    const auto new_width = static_cast<int64_t>(image_width * scale);
+    const int64_t padding = (placed.width - new_width) / 2;
+    x0 = padding, x1 = placed.width - padding;
+  }
+  std::vector<int64_t> order;
+  size_t next = 0;
+  for (int64_t y = y0; y < y1; ++y) {
+    for (; next < placed.sourced.size() && placed.sourced[next].first < (y + 1) * placed.width; ++next) {
+      const int64_t place = placed.sourced[next].first;
+      if (place / placed.width < y0) continue;  // in the padding above
+      const int64_t x = place % placed.width;
+      if (x >= x0 && x < x1) order.push_back(placed.sourced[next].second);
+    }
+    order.push_back(kAnyResNewline);  // kept whatever the row keeps (HiPrune: the newline column's mask is all ones)
+  }
+  order.insert(order.end(), placed.merged.begin(), placed.merged.end());
   return order;
 }
 

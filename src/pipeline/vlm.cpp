@@ -101,8 +101,8 @@ VisionChoice choose_vision(const VlmParams& p) {
   if (c.encoder == family::Encoder::Own && c.family->encoder != family::Encoder::Own) {
     throw InputError("vtprune's own graph serves LLaVA-1.5 and LLaVA-NeXT files only; " + c.family->name + " runs through libmtmd");
   }
-  if (p.anyres_layout != "spatial" && p.anyres_layout != "tiles") {
-    throw InputError("unknown AnyRes layout '" + p.anyres_layout + "' (spatial | tiles)");
+  if (p.anyres_layout != "spatial" && p.anyres_layout != "spatial_unpad" && p.anyres_layout != "tiles") {
+    throw InputError("unknown AnyRes layout '" + p.anyres_layout + "' (spatial | spatial_unpad | tiles)");
   }
   if (c.encoder == family::Encoder::Mtmd && !c.family->check_file) {
     throw InputError(c.family->name + " files run on vtprune's own graph (llama.cpp's LLaVA graph puts CLS last and "
@@ -189,6 +189,11 @@ struct Vlm::Impl {
       throw Error("the projector in " + (p.mmproj_path.empty() ? p.vision_tower_path : p.mmproj_path) + " outputs " + std::to_string(own->projector_dim()) +
                   "-wide embeddings but " + p.llm_path + " expects " + std::to_string(session.n_embd_inp()) +
                   ": the two files do not belong together");
+    }
+    if (own && choice.family->tiling == family::Tiling::AnyRes && p.anyres_layout == "spatial_unpad" &&
+        static_cast<int>(own->image_newline().size()) != own->projector_dim()) {
+      throw InputError("--anyres-layout spatial_unpad needs the mmproj's v.image_newline (LLaVA-NeXT's row separator); " +
+                       p.mmproj_path + " has none");
     }
     if (choice.encoder == family::Encoder::Mtmd) make_mtmd();
   }
@@ -349,7 +354,8 @@ size_t overflowing_message(llm::Session& session, std::span<const llm::ChatMessa
 // LLaVA-NeXT: one chunk per image from its tiles' chunks (one per unit, in unit order), in the chosen layout:
 // "spatial" (family::anyres_spatial_order over the crops, after the overview) or "tiles" (as they come).
 std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, const std::vector<ImageReport>& reports,
-                                          const std::vector<vision::AnyResTiles>& tiles, const std::string& layout) {
+                                          const std::vector<vision::AnyResTiles>& tiles, const std::string& layout,
+                                          std::span<const float> newline) {
   std::vector<llm::Chunk> images;
   for (size_t first = 0; first < unit_rows.size();) {
     const size_t image = static_cast<size_t>(reports[first].image);
@@ -369,9 +375,15 @@ std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, con
       rows.push_back(unit_rows[first + k].n_rows);
       crop_rows += unit_rows[first + k].n_rows;
     }
+    const int side = reports[first].grid.w;
     if (layout == "spatial") {
-      const int side = reports[first].grid.w;
       order = family::anyres_spatial_order(kept, rows, tiles[image].columns, side);
+    } else if (layout == "spatial_unpad") {
+      order = family::anyres_unpad_order(kept, rows, tiles[image].columns, side, tiles[image].image_width, tiles[image].image_height);
+      if (static_cast<int64_t>(newline.size()) != width) {
+        throw Error("AnyRes: v.image_newline has " + std::to_string(newline.size()) + " values for " + std::to_string(width) +
+                    "-wide rows");
+      }
     } else {
       for (int64_t j = 0; j < crop_rows; ++j) order.push_back(j);
     }
@@ -381,10 +393,14 @@ std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, con
     llm::Chunk joined = std::move(unit_rows[first]);  // the overview's rows first
     std::string key = joined.key;
     for (int64_t j : order) {
-      const auto row = crops.begin() + static_cast<ptrdiff_t>(j * width);
-      joined.embeddings.insert(joined.embeddings.end(), row, row + static_cast<ptrdiff_t>(width));
+      if (j == family::kAnyResNewline) {
+        joined.embeddings.insert(joined.embeddings.end(), newline.begin(), newline.end());
+      } else {
+        const auto row = crops.begin() + static_cast<ptrdiff_t>(j * width);
+        joined.embeddings.insert(joined.embeddings.end(), row, row + static_cast<ptrdiff_t>(width));
+      }
     }
-    joined.n_rows += crop_rows;
+    joined.n_rows += static_cast<int64_t>(order.size());  // spatial_unpad: padding rows out, newlines in
     for (size_t k = 1; k < n_tiles; ++k) key += "+" + unit_rows[first + k].key;
     joined.key = joined.key.empty() ? std::string() : key + "|layout=" + layout;
     images.push_back(std::move(joined));
@@ -704,7 +720,9 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     result.tokens_in += im.tokens_in;
     result.tokens_kept += im.tokens_kept;
   }
-  if (anyres) image_rows = join_anyres_tiles(std::move(image_rows), result.images, tiles, m.params.anyres_layout);
+  if (anyres) {
+    image_rows = join_anyres_tiles(std::move(image_rows), result.images, tiles, m.params.anyres_layout, m.own->image_newline());
+  }
 
   // 5. The prompt: LLaVA-1.5's conversation around the image rows, or the file template's chunks with the images
   //    placed as the family decodes them.

@@ -46,6 +46,26 @@ class MmprojReader {
   }
 
   bool has_tensor(const std::string& name) const { return gguf_.find_tensor(name) != nullptr; }
+  // A small F32 / F16 / BF16 vector of `n` values, read now (not a graph weight).
+  std::vector<float> read_f32(const std::string& name, int64_t n) {
+    const io::GgufTensorInfo& info = gguf_.tensor(name, {n});
+    const auto type = static_cast<ggml_type>(info.type);
+    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16) {
+      throw Error(where() + ": tensor " + name + " has type " + ggml_type_name(type) + ", expected F32, F16 or BF16");
+    }
+    std::vector<uint8_t> raw(info.bytes);
+    if (std::fseek(file_.get(), static_cast<long>(info.offset), SEEK_SET) != 0 ||
+        std::fread(raw.data(), 1, raw.size(), file_.get()) != raw.size()) {
+      throw Error(where() + ": tensor " + name + " could not be read (truncated file?)");
+    }
+    std::vector<float> out(static_cast<size_t>(n));
+    if (type == GGML_TYPE_F32) {
+      std::memcpy(out.data(), raw.data(), out.size() * sizeof(float));
+    } else {
+      convert_to_f32(type, raw.data(), out.data(), out.size());
+    }
+    return out;
+  }
   std::vector<int64_t> tensor_shape(const std::string& name) const {
     const io::GgufTensorInfo* t = gguf_.find_tensor(name);
     if (!t) throw Error(where() + ": missing tensor " + name);
@@ -220,6 +240,7 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
   w.mm0_b = r.add(builder, "mm.0.bias", {hidden}, true);
   w.mm2_w = r.add(builder, "mm.2.weight", {hidden, hp.projector_dim}, false);
   w.mm2_b = r.add(builder, "mm.2.bias", {hp.projector_dim}, true);
+  if (r.has_tensor("v.image_newline")) model.image_newline = r.read_f32("v.image_newline", hp.projector_dim);
   builder.finish(backend, w);
   model.path = path;
 }
@@ -271,7 +292,7 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   }
   count(D * hidden + hidden * s.proj_out, wtype);
   count(hidden + s.proj_out, GGML_TYPE_F32);
-  if (!s.anyres_pinpoints.empty()) count(s.proj_out, GGML_TYPE_F32);
+  if (!s.anyres_pinpoints.empty() && s.image_newline) count(s.proj_out, GGML_TYPE_F32);
   ggml_init_params params{};
   params.mem_size = total + ggml_tensor_overhead() * (static_cast<size_t>(s.n_layer) * 16 + 16);
   params.no_alloc = false;
@@ -330,7 +351,7 @@ void write_test_mmproj(const std::filesystem::path& path, const MmprojShape& s, 
   add("mm.0.bias", GGML_TYPE_F32, {hidden}, 0.0f, 0.1f);
   add("mm.2.weight", wtype, {hidden, s.proj_out}, 0.0f, 1.0f / std::sqrt(static_cast<float>(hidden)));
   add("mm.2.bias", GGML_TYPE_F32, {s.proj_out}, 0.0f, 0.1f);
-  if (!s.anyres_pinpoints.empty()) add("v.image_newline", GGML_TYPE_F32, {s.proj_out}, 0.0f, 0.5f);
+  if (!s.anyres_pinpoints.empty() && s.image_newline) add("v.image_newline", GGML_TYPE_F32, {s.proj_out}, 0.0f, 0.5f);
 
   gguf_context* g = gguf.get();
   gguf_set_val_str(g, "general.architecture", "clip");

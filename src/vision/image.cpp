@@ -376,6 +376,8 @@ AnyResTiles anyres_tiles(const RgbImage& image, std::span<const std::array<int, 
                 &resized.pixels[static_cast<size_t>(y) * resized.width * 3], static_cast<size_t>(resized.width) * 3);
   }
   AnyResTiles out;
+  out.image_width = image.width;
+  out.image_height = image.height;
   out.columns = target_w / tile;
   out.rows = target_h / tile;
   out.tiles.push_back(resize_bicubic(image, tile, tile));  // image.resize((336, 336))

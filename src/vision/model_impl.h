@@ -85,6 +85,7 @@ struct ModelData {
   std::filesystem::path path;
   Hparams hp;
   Weights weights;
+  std::vector<float> image_newline;  // LLaVA-NeXT's v.image_newline [projector_dim], when the file has it
 };
 
 void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t backend, ModelData& model);

@@ -303,6 +303,7 @@ int VisionModel::stored_layers() const { return impl_->model->hp.stored_layers; 
 int VisionModel::dim() const { return impl_->model->hp.dim; }
 int VisionModel::num_classes() const { return impl_->model->hp.num_classes; }
 int VisionModel::projector_dim() const { return impl_->model->hp.projector_dim; }
+std::span<const float> VisionModel::image_newline() const { return impl_->model->image_newline; }
 const std::filesystem::path& VisionModel::path() const { return impl_->model->path; }
 
 EncoderInfo VisionModel::info() const {

@@ -168,6 +168,33 @@ TEST(bench_flops, MatchesHandCountOnTinyModel) {
   EXPECT_DOUBLE_EQ(m.prefill_flops(1), 2.0 * 2 * (4 * 64 * 64 + 3 * 64 * 128) + 2 * 2.0 * 2 * 16 * 4 * 1 + 2.0 * 64 * 1024);
 }
 
+// LLaVA-NeXT: the tiny pair's 640 x 320 image is the overview + 2 crops, each a 577-token ViT pass; the FLOP model
+// counts every tile, the rows every tile's tokens, and the encoder-only rows (one tile of several) are left out.
+TEST(bench_cli, LlavaNextCountsEveryTile) {
+  const auto d = temp_dir("bench_next_models");
+  std::string out;
+  ASSERT_EQ(run_command(vtprune_binary().string() + " make-test-model --shape llava-next --out " + d.string(), &out), 0) << out;
+  const auto m = vtprune::bench::read_flop_model(d / "llm.gguf", d / "mmproj.gguf");
+  EXPECT_EQ(m.family, "llava-next");
+  EXPECT_FALSE(m.dynamic_resolution());
+  EXPECT_EQ(m.vit_patches, 576);
+  vtprune::bench::FlopModel three = m;
+  three.tiles = 3;
+  EXPECT_DOUBLE_EQ(three.vit_flops(22), 3 * m.vit_flops(22));
+  const auto res = temp_dir("bench_next_out");
+  const std::string cmd = vtprune_binary().string() + " bench -m " + (d / "llm.gguf").string() + " --mmproj " +
+                          (d / "mmproj.gguf").string() + " --image " + (d / "image.png").string() +
+                          " --methods hiprune --budgets 0.112 --repeat 1 --warmup 0 -t 1 -n 1 --json " + (res / "r.json").string();
+  ASSERT_EQ(run_command(cmd, &out), 0) << out;
+  const json j = read_json(res / "r.json");
+  EXPECT_EQ(j["flop_model"]["tiles"], 3);
+  EXPECT_TRUE(j["encoder"].empty());
+  ASSERT_EQ(j["rows"].size(), 2u);
+  for (const auto& row : j["rows"]) EXPECT_EQ(row["tokens_in"], 3 * 576);
+  EXPECT_EQ(j["rows"][1]["tokens_kept"], vtprune::Budget::fraction(0.112).resolve(3 * 576));
+  EXPECT_GT(j["rows"][1]["ideal_speedup"].get<double>(), 1.0);
+}
+
 TEST(bench_flops, QwenMatchesHandCountOnTinyModel) {
   const auto& models = tiny_qwen_models();
   auto m = vtprune::bench::read_flop_model(models / "llm.gguf", models / "mmproj.gguf");

@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <array>
 #include <regex>
 #include <sstream>
 
 #include "test_support.h"
+#include "vtprune/reduce.h"
 #include "vtprune/vision.h"
 
 namespace vtprune {
@@ -112,6 +114,62 @@ TEST_F(Viz, DrawsKeptUntouchedAndPrunedDimmed) {
     EXPECT_EQ(kept_ok, kept_n) << p.method << ": kept cells should show the image unchanged";
     EXPECT_EQ(pruned_ok, pruned_n) << p.method << ": pruned cells should be dimmed";
     EXPECT_GT(pruned_n, kept_n) << p.method;
+  }
+}
+
+// LLaVA-NeXT: the overview and the AnyRes crops, each pruned on its own grid with the image's budget split over
+// them, drawn side by side (overview, then the crop grid); kept cells show the tile's pixels, pruned ones are dimmed.
+TEST(VizAnyRes, DrawsTheOverviewAndTheCropsEachWithItsShareOfTheBudget) {
+  const fs::path dir = test::temp_dir("viz-next");
+  std::string out;
+  ASSERT_EQ(test::run_command(test::vtprune_binary().string() + " make-test-model --mmproj-only --shape llava-next --out " +
+                                  dir.string(), &out), 0) << out;
+  const fs::path png = dir / "viz.png";
+  ASSERT_EQ(test::run_command(test::vtprune_binary().string() + " viz --mmproj " + (dir / "mmproj.gguf").string() + " --image " +
+                                  (dir / "image.png").string() + " --threads 1 --methods hiprune --budget 0.112 --panel 240 --out " +
+                                  png.string(), &out), 0) << out;
+  std::vector<std::array<int, 3>> tiles;  // x, y, kept count
+  std::vector<std::vector<int>> kept;
+  std::istringstream lines(out);
+  const std::regex tile_line(R"(^hiprune tile (\d): (\d+) of 576 tokens .*panel at (\d+),(\d+), 24x24 cells of 10 px$)");
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch m;
+    if (std::regex_match(line, m, tile_line)) {
+      EXPECT_EQ(std::stoi(m[1]), static_cast<int>(tiles.size()));
+      tiles.push_back({std::stoi(m[3]), std::stoi(m[4]), std::stoi(m[2])});
+    } else if (line.rfind("  kept patches:", 0) == 0) {
+      std::istringstream ids(line.substr(15));
+      kept.emplace_back();
+      for (int p; ids >> p;) kept.back().push_back(p);
+    }
+  }
+  ASSERT_EQ(tiles.size(), 3u) << out;  // 640 x 320 -> 672 x 336: the overview + 2 x 1 crops
+  ASSERT_EQ(kept.size(), 3u);
+  EXPECT_EQ(tiles[0][2] + tiles[1][2] + tiles[2][2], Budget::fraction(0.112).resolve(3 * 576));
+  EXPECT_EQ(tiles[1][0], tiles[0][0] + 240 + 12) << "the crops sit beside the overview";
+  EXPECT_EQ(tiles[2][0], tiles[1][0] + 240);
+  EXPECT_EQ(tiles[2][1], tiles[1][1]);
+  const vision::RgbImage img = vision::load_image(png);
+  const vision::AnyResTiles reference = vision::anyres_tiles(vision::load_image(dir / "image.png"), vision::llava_next_pinpoints(), 336);
+  const auto luminance = [](const vision::RgbImage& im, int x, int y) {
+    return 0.299 * im.at(x, y, 0) + 0.587 * im.at(x, y, 1) + 0.114 * im.at(x, y, 2);
+  };
+  for (size_t k = 0; k < 3; ++k) {
+    const vision::RgbImage shown_tile = vision::resize_bicubic(reference.tiles[k], 240, 240);
+    std::vector<bool> is_kept(576, false);
+    for (int p : kept[k]) is_kept[static_cast<size_t>(p)] = true;
+    int kept_ok = 0, pruned_ok = 0, kept_n = 0, pruned_n = 0;
+    for (int c = 0; c < 576; ++c) {
+      const int rx = (c % 24) * 10 + 5, ry = (c / 24) * 10 + 5;
+      const double shown = luminance(img, tiles[k][0] + rx, tiles[k][1] + ry), original = luminance(shown_tile, rx, ry);
+      if (is_kept[static_cast<size_t>(c)]) {
+        ++kept_n, kept_ok += std::abs(shown - original) <= 3.0;
+      } else {
+        ++pruned_n, pruned_ok += shown <= 0.5 * original + 3.0;
+      }
+    }
+    EXPECT_EQ(kept_ok, kept_n) << "tile " << k;
+    EXPECT_EQ(pruned_ok, pruned_n) << "tile " << k;
   }
 }
 

@@ -100,6 +100,20 @@ TEST(Family, AnyResSpatialOrderFollowsTheImagesRaster) {
   EXPECT_THROW(anyres_spatial_order({{0, 1, 2}}, {2}, 1, 2), Error); // more sources than rows
 }
 
+// LLaVA-NeXT's unpad, worked by hand: two 4 x 4 crops side by side (a 4 x 8 patch grid) for a 100 x 25 picture
+// (aspect 4 > 2): new height int(25 * 8 / 100) = 2, padding (4 - 2) // 2 = 1 row at the top and the bottom, so
+// patch rows 1 and 2 remain, each followed by a newline; kept rows in rows 0 and 3 are dropped.
+TEST(Family, AnyResUnpadDropsThePaddingAndAddsANewlinePerRow) {
+  const int64_t nl = kAnyResNewline;
+  // crop 0 keeps its diagonal (places 0, 9, 18, 27), crop 1 keeps patch 4 (place 12) and has a merged row
+  EXPECT_EQ(anyres_unpad_order({{0, 5, 10, 15}, {4}}, {4, 2}, 2, 4, 100, 25), (std::vector<int64_t>{1, 4, nl, 2, nl, 5}));
+  // a picture of the grid's aspect keeps every row
+  EXPECT_EQ(anyres_unpad_order({{0, 5, 10, 15}, {4}}, {4, 1}, 2, 4, 200, 100), (std::vector<int64_t>{0, nl, 1, 4, nl, 2, nl, 3, nl}));
+  // a very tall picture on a 4 x 2 grid (one column of 2 x 2 crops): int(5 * 0.1) = 0 columns remain
+  EXPECT_EQ(anyres_unpad_order({{0, 3}, {1}}, {2, 1}, 1, 2, 5, 40), (std::vector<int64_t>{nl, nl, nl, nl}));
+  EXPECT_THROW(anyres_unpad_order({{0}}, {1}, 1, 2, 0, 10), Error);
+}
+
 // The README shows the tables `vtprune families` prints; they must not drift from the data.
 TEST(Family, ReadmeTablesEqualTheFamilyTable) {
   std::ifstream in(test::source_dir() / "README.md");

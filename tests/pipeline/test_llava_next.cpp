@@ -72,9 +72,9 @@ TEST_F(LlavaNext, LlamaMtmdCliSplitsTheImageIntoTheSameTiles) {
 
 // What reaches the LLM, rebuilt by hand: the image split by vision::anyres_tiles, each tile encoded by a
 // VisionModel of the same file with the same taps, the rows HiPrune kept (the pipeline's report) projected, and
-// placed in the layout's order: the same arithmetic, so equal up to 1e-5 of the largest logit, while the other
+// placed in the layout's order (spatial, spatial_unpad with its newline rows, tiles): the same arithmetic, so equal up to 1e-5 of the largest logit, while the other
 // layout's order moves the (small, random-weight) logits by ~1e-3 of the largest.
-TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderOrTileAfterTile) {
+TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderUnpaddedOrTileAfterTile) {
   pipeline::VlmParams tiles_params;
   tiles_params.llm_path = (*dir_ / "llm.gguf").string();
   tiles_params.mmproj_path = (*dir_ / "mmproj.gguf").string();
@@ -82,6 +82,9 @@ TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderOrTileAfterTile) {
   tiles_params.n_ctx = 2048;
   tiles_params.anyres_layout = "tiles";
   Vlm tile_after_tile(tiles_params);
+  pipeline::VlmParams unpad_params = tiles_params;
+  unpad_params.anyres_layout = "spatial_unpad";
+  Vlm unpadded(unpad_params);
 
   Request req = request("hiprune", Budget::tokens(300), 0);
   const Result r = vlm_->run(req);
@@ -91,6 +94,10 @@ TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderOrTileAfterTile) {
   const Result t = tile_after_tile.run(req);
   const std::vector<float> tiled = tile_after_tile.session().last_logits();
   ASSERT_EQ(t.images.size(), 3u);
+  const Result u = unpadded.run(req);
+  const std::vector<float> with_newlines = unpadded.session().last_logits();
+  // 640 x 320 has the aspect of 672 x 336: nothing to unpad, so every kept row stays and 24 newlines join them
+  EXPECT_EQ(u.n_prompt_tokens, r.n_prompt_tokens + 24);
 
   vision::VisionModel model = vision::VisionModel::from_mmproj(*dir_ / "mmproj.gguf");
   const vision::AnyResTiles tiles =
@@ -115,7 +122,9 @@ TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderOrTileAfterTile) {
   std::vector<float> by_tile;
   for (const auto& rows : projected) by_tile.insert(by_tile.end(), rows.begin(), rows.end());
   // spatial: the overview, then the crops' rows by (row in the 24-high strip, crop column, column in the crop)
-  std::vector<float> by_place = projected[0];
+  // spatial_unpad: the same, with the file's newline row after each of the 24 patch rows
+  std::vector<float> by_place = projected[0], by_place_unpadded = projected[0];
+  ASSERT_EQ(static_cast<int64_t>(model.image_newline().size()), width);
   for (int y = 0; y < kSide; ++y) {
     for (int crop = 1; crop <= 2; ++crop) {
       const std::vector<int32_t>& kept = r.images[static_cast<size_t>(crop)].reduction.kept;
@@ -123,8 +132,10 @@ TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderOrTileAfterTile) {
         if (kept[j] / kSide != y) continue;
         const auto row = projected[static_cast<size_t>(crop)].begin() + static_cast<ptrdiff_t>(j) * width;
         by_place.insert(by_place.end(), row, row + width);
+        by_place_unpadded.insert(by_place_unpadded.end(), row, row + width);
       }
     }
+    by_place_unpadded.insert(by_place_unpadded.end(), model.image_newline().begin(), model.image_newline().end());
   }
   ASSERT_EQ(by_place.size(), by_tile.size());
   ASSERT_NE(by_place, by_tile) << "the two layouts must differ on this image for the test to mean anything";
@@ -135,6 +146,8 @@ TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderOrTileAfterTile) {
   EXPECT_LE(spatial_error, 1e-5f * scale);
   const float tiled_error = test::max_abs_diff(tiled, want_tiled, &scale);
   EXPECT_LE(tiled_error, 1e-5f * scale);
+  const float unpadded_error = test::max_abs_diff(with_newlines, logits_for(by_place_unpadded), &scale);
+  EXPECT_LE(unpadded_error, 1e-5f * scale);
   const float layouts_apart = test::max_abs_diff(want_spatial, want_tiled, &scale);
   EXPECT_GT(layouts_apart, 1e-4f * scale) << "the order of rows matters";
 }
@@ -176,6 +189,21 @@ TEST_F(LlavaNext, AnImagesBudgetIsSplitOverItsTiles) {
   bad.mmproj_path = (*dir_ / "mmproj.gguf").string();
   bad.anyres_layout = "unpad";
   EXPECT_THROW({ Vlm v(bad); }, InputError);
+  // spatial_unpad needs the file's newline row: a NeXT mmproj without v.image_newline is refused up front
+  const auto dir = test::temp_dir("next-without-newline");
+  vision::MmprojShape shape{.n_layer = 2, .n_embd = 64, .n_ff = 128, .n_head = 4, .proj_out = 64,
+                            .anyres_pinpoints = vision::llava_next_pinpoints(), .image_newline = false};
+  vision::write_test_mmproj(dir / "mmproj.gguf", shape, 1);
+  bad.mmproj_path = (dir / "mmproj.gguf").string();
+  bad.anyres_layout = "spatial_unpad";
+  try {
+    Vlm v(bad);
+    ADD_FAILURE() << "expected a refusal";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("v.image_newline"), std::string::npos) << e.what();
+  }
+  bad.anyres_layout = "spatial";
+  EXPECT_NO_THROW({ Vlm v(bad); });
 }
 
 }  // namespace
