@@ -21,7 +21,8 @@
 # Disk: tinyllama ~2.8 GB, llava-7b ~4.5 GB, qwen2.5-vl-3b ~7.6 GB (6.2 GB LLM + 1.34 GB mmproj), gemma3-4b
 # ~8.6 GB (7.8 GB LLM + 0.8 GB mmproj), all under
 # BENCH_MODELS (out/ is git-ignored). A qwen2.5-vl-3b run takes ~15 minutes on 2 cores (ViT ~5 TFLOP, prefill
-# ~6 TFLOP per `none` run).
+# ~6 TFLOP per `none` run); llava-next-7b (~4.5 GB) about 35 minutes (a `none` run prefills 2943 positions of a
+# 7B model, ~3 minutes, and llama-mtmd-cli does the same four times).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

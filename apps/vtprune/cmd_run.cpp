@@ -8,9 +8,8 @@
 #include "vtprune/pipeline.h"
 
 namespace vtprune::cli {
-namespace {
 
-std::vector<uint8_t> read_file(const std::string& path, int64_t max_bytes) {
+std::vector<uint8_t> read_image_file(const std::string& path, int64_t max_bytes) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw Error(path + ": cannot open image");
   const auto size = static_cast<int64_t>(in.tellg());
@@ -20,6 +19,8 @@ std::vector<uint8_t> read_file(const std::string& path, int64_t max_bytes) {
   in.read(reinterpret_cast<char*>(bytes.data()), size);
   return bytes;
 }
+
+namespace {
 
 std::string mib(int64_t bytes) {
   char buf[32];
@@ -78,7 +79,7 @@ void add_run(CLI::App& app, Action& action) {
       pipeline::Vlm vlm(a->vlm);
       pipeline::Request req;
       for (const auto& path : a->images) {
-        req.images.push_back(read_file(path, a->vlm.image_limits.max_file_bytes));
+        req.images.push_back(read_image_file(path, a->vlm.image_limits.max_file_bytes));
         req.image_names.push_back(path);
       }
       req.prompt = a->prompt;

@@ -21,6 +21,8 @@
 
 #include "commands.h"
 #include "vtprune/draw.h"
+#include "vtprune/family.h"
+#include "vtprune/gguf_file.h"
 #include "vtprune/pipeline.h"
 #include "vtprune/text.h"
 #include "vtprune/vision.h"
@@ -29,7 +31,7 @@ namespace vtprune::cli {
 namespace {
 
 struct VizArgs {
-  std::string image, mmproj, model, out;
+  std::string image, mmproj, model, llm, out;
   std::vector<std::string> methods;
   std::string budget = "25%";
   std::vector<std::string> options;
@@ -202,20 +204,29 @@ std::string role_counts(const Reduction& r) {
   return out;
 }
 
-int run_viz(const VizArgs& args) {
-  if (args.mmproj.empty() == args.model.empty()) throw Error("viz: give exactly one of --mmproj FILE or --model DIR");
-  if (args.methods.empty()) throw Error("viz: --methods is empty");
-  const int threads = args.threads > 0 ? args.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const Budget budget = Budget::parse(args.budget);
+// What viz draws: the inputs the encoder saw (one image, or LLaVA-NeXT's overview and crops) and each method's
+// reduction of each.
+struct VizScene {
+  std::string model_name;
+  EncoderInfo info;  // the token grid every tile is pruned on
+  std::vector<vision::RgbImage> tiles;
+  int crop_columns = 0, crop_rows = 0;
+  std::vector<MethodRun> runs;
+};
 
+// vtprune's own encoder: timm ViT/DeiT, LLaVA-1.5, LLaVA-NeXT (its AnyRes tiles).
+VizScene own_scene(const VizArgs& args, int threads, const Budget& budget) {
+  VizScene scene;
   auto model = args.mmproj.empty() ? vision::VisionModel::from_safetensors_timm(args.model)
                                    : vision::VisionModel::from_mmproj(args.mmproj);
   const EncoderInfo info = model.info();
+  scene.info = info;
   const std::string model_name = std::filesystem::path(args.mmproj.empty() ? args.model : args.mmproj).filename().string();
+  scene.model_name = model_name;
 
   // Every method is checked against the model before anything is computed, so the error names it.
   const auto routed = route_options(args.methods, args.options);
-  std::vector<MethodRun> runs;
+  std::vector<MethodRun>& runs = scene.runs;
   Needs merged;
   for (const std::string& name : args.methods) {
     MethodRun run;
@@ -245,14 +256,13 @@ int run_viz(const VizArgs& args) {
   // each pruned on its own grid with the image's budget split over them (as the pipeline does).
   const vision::RgbImage source = vision::load_image(args.image);
   const vision::Preprocess& recipe = model.preprocess_recipe();
-  std::vector<vision::RgbImage> tiles;
-  int crop_columns = 0, crop_rows = 0;
+  std::vector<vision::RgbImage>& tiles = scene.tiles;
   if (recipe.anyres_pinpoints.empty()) {
     tiles.push_back(vision::prepare_pixels(source, recipe));
   } else {
     vision::AnyResTiles split = vision::anyres_tiles(source, recipe.anyres_pinpoints, recipe.image_size);
     tiles = std::move(split.tiles);
-    crop_columns = split.columns, crop_rows = split.rows;
+    scene.crop_columns = split.columns, scene.crop_rows = split.rows;
   }
   const auto n = static_cast<int64_t>(info.grid.size());  // tokens per tile
   const auto n_all = n * static_cast<int64_t>(tiles.size());
@@ -295,6 +305,63 @@ int run_viz(const VizArgs& args) {
       }
     }
   }
+  return scene;
+}
+
+// The libmtmd families (Gemma 3's pooled 16 x 16 grid, Qwen2.5-VL's merged grid): libmtmd's encoder needs the
+// language model, so the scene comes from the pipeline itself (the family's method options, its taps, a prefill of
+// the prompt); each panel is the image stretched to the token grid's shape, as libmtmd's resize sees it.
+VizScene mtmd_scene(const VizArgs& args, const family::Family& fam, int threads, const Budget& budget) {
+  if (args.llm.empty()) {
+    throw InputError("viz: " + args.mmproj + " is a " + fam.name + " file, encoded by libmtmd, which needs the language "
+                     "model too: give --llm FILE (its LLM GGUF)");
+  }
+  VizScene scene;
+  scene.model_name = std::filesystem::path(args.mmproj).filename().string();
+  pipeline::Vlm vlm(pipeline::VlmParams{.llm_path = args.llm, .mmproj_path = args.mmproj, .threads = threads});
+  const auto routed = route_options(args.methods, args.options);
+  const std::vector<uint8_t> bytes = read_image_file(args.image, vision::ImageLimits{}.max_file_bytes);
+  scene.tiles.push_back(vision::decode_image(bytes, args.image));
+  for (const std::string& name : args.methods) {
+    pipeline::Request request;
+    request.images = {bytes};
+    request.image_names = {args.image};
+    request.prompt = args.prompt.empty() ? "Describe the image." : args.prompt;
+    request.method = name;
+    request.options = routed.at(name);
+    request.budget = budget;
+    request.sampling.max_tokens = 0;  // the reduction is what is drawn: prefill only
+    pipeline::Result result = vlm.run(request);
+    if (result.images.size() != 1) {
+      throw InputError("viz: " + fam.name + " splits this image into " + std::to_string(result.images.size()) +
+                       " tiles; viz draws one token grid per image for the libmtmd families (use `vtprune run --json` for "
+                       "each tile's kept indices)");
+    }
+    MethodRun run;
+    run.name = name;
+    run.tiles.push_back(std::move(result.images.front().reduction));
+    scene.info.grid = result.images.front().grid;
+    scene.runs.push_back(std::move(run));
+  }
+  scene.info.has_cls = false;
+  return scene;
+}
+
+int run_viz(const VizArgs& args) {
+  if (args.mmproj.empty() == args.model.empty()) throw Error("viz: give exactly one of --mmproj FILE or --model DIR");
+  if (args.methods.empty()) throw Error("viz: --methods is empty");
+  const int threads = args.threads > 0 ? args.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const Budget budget = Budget::parse(args.budget);
+  const family::Family* fam = args.mmproj.empty() ? nullptr : &family::detect(io::GgufFile(args.mmproj, "mmproj"));
+  VizScene scene = fam != nullptr && fam->encoder == family::Encoder::Mtmd ? mtmd_scene(args, *fam, threads, budget)
+                                                                            : own_scene(args, threads, budget);
+  const EncoderInfo& info = scene.info;
+  const std::vector<vision::RgbImage>& tiles = scene.tiles;
+  std::vector<MethodRun>& runs = scene.runs;
+  const int crop_columns = scene.crop_columns, crop_rows = scene.crop_rows;
+  const std::string& model_name = scene.model_name;
+  const auto n = static_cast<int64_t>(info.grid.size());  // tokens per tile
+  const auto n_all = n * static_cast<int64_t>(tiles.size());
 
   // ---- layout: panels of whole-pixel cells in up to four columns, titles above, role counts below
   const Grid grid = info.grid;
@@ -457,6 +524,7 @@ void add_viz(CLI::App& app, Action& action) {
   cmd->add_option("--image", args->image, "input image (JPEG / PNG / BMP)")->required();
   cmd->add_option("--mmproj", args->mmproj, "llama.cpp mmproj GGUF (LLaVA-1.5 or LLaVA-NeXT vision tower)");
   cmd->add_option("--model", args->model, "timm ViT/DeiT: folder with model.safetensors (+ config.json)");
+  cmd->add_option("--llm", args->llm, "the LLM GGUF of a libmtmd family's mmproj (Gemma 3, Qwen2.5-VL): libmtmd needs it");
   cmd->add_option("--methods", args->methods, "methods, comma-separated (see `vtprune methods`)")
       ->required()
       ->delimiter(',');

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace vtprune::pipeline {
 struct VlmParams;
@@ -30,5 +33,8 @@ void add_eval(CLI::App& app, Action& action);
 // The flags every command that loads a VLM pair takes alike (run, serve, bench, eval vqa): which encoder serves
 // the mmproj (--encoder), GPU offload (-ngl, --mmproj-offload) and libmtmd's image token limits.
 void add_device_options(CLI::App& cmd, pipeline::VlmParams& vlm);
+
+// An image file's bytes for the pipeline (an Error naming the file when it cannot be read or is over max_bytes).
+std::vector<uint8_t> read_image_file(const std::string& path, int64_t max_bytes);
 
 }  // namespace vtprune::cli

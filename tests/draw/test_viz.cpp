@@ -173,6 +173,44 @@ TEST(VizAnyRes, DrawsTheOverviewAndTheCropsEachWithItsShareOfTheBudget) {
   }
 }
 
+// Gemma 3 (libmtmd): viz needs the LLM too and draws the pooled token grid (the tiny pair: 448 px / 14 px = 32 x 32
+// patches, pooled 4 x 4 -> 8 x 8 tokens) on the image squashed to that square, as libmtmd's resize sees it.
+TEST(VizMtmd, DrawsGemmasPooledGridWithTheLlm) {
+  const fs::path dir = test::temp_dir("viz-gemma3");
+  std::string out;
+  ASSERT_EQ(test::run_command(test::vtprune_binary().string() + " make-test-model --shape gemma3 --out " + dir.string(), &out), 0) << out;
+  const std::string base = test::vtprune_binary().string() + " viz --mmproj " + (dir / "mmproj.gguf").string() + " --image " +
+                           (dir / "image.png").string() + " --threads 1 --methods hiprune,random --budget 0.334 --panel 240 --out " +
+                           (dir / "viz.png").string();
+  EXPECT_NE(test::run_command(base, &out), 0);
+  EXPECT_NE(out.find("--llm"), std::string::npos) << out;
+  ASSERT_EQ(test::run_command(base + " --llm " + (dir / "llm.gguf").string(), &out), 0) << out;
+  const auto panels = parse_panels(out);
+  ASSERT_EQ(panels.size(), 2u) << out;
+  const vision::RgbImage img = vision::load_image(dir / "viz.png");
+  const vision::RgbImage reference = vision::resize_bicubic(vision::load_image(dir / "image.png"), 240, 240);
+  const auto luminance = [](const vision::RgbImage& im, int x, int y) {
+    return 0.299 * im.at(x, y, 0) + 0.587 * im.at(x, y, 1) + 0.114 * im.at(x, y, 2);
+  };
+  for (const auto& p : panels) {
+    EXPECT_EQ(p.grid_w, 8);
+    EXPECT_EQ(p.grid_h, 8);
+    EXPECT_EQ(p.cell, 30);
+    EXPECT_EQ(p.kept.size(), static_cast<size_t>(Budget::fraction(0.334).resolve(64))) << p.method;
+    std::vector<bool> kept(64, false);
+    for (int k : p.kept) kept[static_cast<size_t>(k)] = true;
+    for (int c = 0; c < 64; ++c) {
+      const int rx = (c % 8) * 30 + 15, ry = (c / 8) * 30 + 15;
+      const double shown = luminance(img, p.x + rx, p.y + ry), original = luminance(reference, rx, ry);
+      if (kept[static_cast<size_t>(c)]) {
+        EXPECT_LE(std::abs(shown - original), 3.0) << p.method << " cell " << c;
+      } else {
+        EXPECT_LE(shown, 0.5 * original + 3.0) << p.method << " cell " << c;
+      }
+    }
+  }
+}
+
 TEST_F(Viz, NeighbourhoodIsTinted) {
   const fs::path plain = test::temp_dir("viz") / "plain.png", tinted = test::temp_dir("viz") / "tinted.png";
   int rc = 0;
