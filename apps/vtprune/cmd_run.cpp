@@ -67,7 +67,7 @@ void add_run(CLI::App& app, Action& action) {
   cmd->add_option("--anyres-layout", a->vlm.anyres_layout,
                   "LLaVA-NeXT: spatial (HiPrune's official order: overview, then the crops' rows in the image's raster) | "
                   "spatial_unpad (LLaVA-NeXT's own: padding removed, a newline token after every row) | "
-                  "tiles (tile after tile, as libmtmd places them)")
+                  "mtmd (llama.cpp's order: each crop in turn, then the overview)")
       ->capture_default_str();
   cmd->add_flag("--vit-f16-attention", a->vlm.mmproj.f16_attention,
                 "flash attention on F16 K/V in untapped ViT blocks, as llama.cpp does (faster; features move ~1e-3)");

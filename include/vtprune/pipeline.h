@@ -43,8 +43,8 @@ struct VlmParams {
   // LLaVA-NeXT: the order an image's tiles' kept rows enter the LLM. "spatial": HiPrune's official layout (its
   // mm_patch_merge_type = 'spatial'): the overview's rows, then the crops' rows in the whole image's patch raster;
   // "spatial_unpad": LLaVA-NeXT's own layout (the crops' raster without the padding rows / columns, the file's
-  // v.image_newline after every row; kept rows in the padding are dropped); "tiles": tile after tile (the
-  // overview, then each crop), the order llama.cpp's libmtmd places AnyRes tiles in.
+  // v.image_newline after every row; kept rows in the padding are dropped); "mtmd": llama.cpp's libmtmd order,
+  // each crop's rows in turn, then the overview's (ov_img_first is false for LLaVA-1.6), no newline rows.
   std::string anyres_layout = "spatial";
   vision::MmprojOptions mmproj;
   vision::ImageLimits image_limits;

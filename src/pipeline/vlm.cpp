@@ -101,8 +101,8 @@ VisionChoice choose_vision(const VlmParams& p) {
   if (c.encoder == family::Encoder::Own && c.family->encoder != family::Encoder::Own) {
     throw InputError("vtprune's own graph serves LLaVA-1.5 and LLaVA-NeXT files only; " + c.family->name + " runs through libmtmd");
   }
-  if (p.anyres_layout != "spatial" && p.anyres_layout != "spatial_unpad" && p.anyres_layout != "tiles") {
-    throw InputError("unknown AnyRes layout '" + p.anyres_layout + "' (spatial | spatial_unpad | tiles)");
+  if (p.anyres_layout != "spatial" && p.anyres_layout != "spatial_unpad" && p.anyres_layout != "mtmd") {
+    throw InputError("unknown AnyRes layout '" + p.anyres_layout + "' (spatial | spatial_unpad | mtmd)");
   }
   if (c.encoder == family::Encoder::Mtmd && !c.family->check_file) {
     throw InputError(c.family->name + " files run on vtprune's own graph (llama.cpp's LLaVA graph puts CLS last and "
@@ -352,7 +352,8 @@ size_t overflowing_message(llm::Session& session, std::span<const llm::ChatMessa
 }
 
 // LLaVA-NeXT: one chunk per image from its tiles' chunks (one per unit, in unit order), in the chosen layout:
-// "spatial" (family::anyres_spatial_order over the crops, after the overview) or "tiles" (as they come).
+// "spatial" / "spatial_unpad" (the overview's rows, then the crops' in family::anyres_spatial_order /
+// anyres_unpad_order) or "mtmd" (each crop's rows in turn, then the overview's, as libmtmd places them).
 std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, const std::vector<ImageReport>& reports,
                                           const std::vector<vision::AnyResTiles>& tiles, const std::string& layout,
                                           std::span<const float> newline) {
@@ -390,17 +391,20 @@ std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, con
     std::vector<float> crops;
     crops.reserve(static_cast<size_t>(crop_rows * width));
     for (size_t k = 1; k < n_tiles; ++k) crops.insert(crops.end(), unit_rows[first + k].embeddings.begin(), unit_rows[first + k].embeddings.end());
-    llm::Chunk joined = std::move(unit_rows[first]);  // the overview's rows first
+    llm::Chunk joined = std::move(unit_rows[first]);
     std::string key = joined.key;
+    std::vector<float> placed;  // the crops' rows in the layout's order (spatial_unpad: padding rows out, newlines in)
     for (int64_t j : order) {
       if (j == family::kAnyResNewline) {
-        joined.embeddings.insert(joined.embeddings.end(), newline.begin(), newline.end());
+        placed.insert(placed.end(), newline.begin(), newline.end());
       } else {
         const auto row = crops.begin() + static_cast<ptrdiff_t>(j * width);
-        joined.embeddings.insert(joined.embeddings.end(), row, row + static_cast<ptrdiff_t>(width));
+        placed.insert(placed.end(), row, row + static_cast<ptrdiff_t>(width));
       }
     }
-    joined.n_rows += static_cast<int64_t>(order.size());  // spatial_unpad: padding rows out, newlines in
+    // LLaVA-NeXT's code puts the overview (its base feature) first; libmtmd puts it after the crops
+    joined.embeddings.insert(layout == "mtmd" ? joined.embeddings.begin() : joined.embeddings.end(), placed.begin(), placed.end());
+    joined.n_rows += static_cast<int64_t>(order.size());
     for (size_t k = 1; k < n_tiles; ++k) key += "+" + unit_rows[first + k].key;
     joined.key = joined.key.empty() ? std::string() : key + "|layout=" + layout;
     images.push_back(std::move(joined));

@@ -119,6 +119,39 @@ inline std::vector<float> libmtmd_helper_logits(const std::filesystem::path& dir
   return out;
 }
 
+// The LLM-input embeddings libmtmd makes of `image` alone with `mmproj` (no text model): one entry per image chunk
+// its tokenizer makes (LLaVA-NeXT: the overview, then the crops), each [tokens x width] row-major (width: the
+// projector's output, which libmtmd does not report).
+inline std::vector<std::vector<float>> libmtmd_image_embeddings(const std::filesystem::path& mmproj, const vision::RgbImage& image,
+                                                                int width) {
+  mtmd_context_params params = mtmd_context_params_default();
+  params.use_gpu = false;
+  params.n_threads = 1;
+  params.print_timings = false;
+  params.warmup = false;
+  mtmd_context* ctx = mtmd_init_from_file(mmproj.c_str(), nullptr, params);
+  EXPECT_NE(ctx, nullptr) << mmproj;
+  std::vector<std::vector<float>> out;
+  if (!ctx) return out;
+  mtmd_bitmap* bitmap = mtmd_bitmap_init(image.width, image.height, image.pixels.data());
+  mtmd_input_chunks* chunks = mtmd_input_chunks_init();
+  mtmd_input_part part{nullptr, bitmap};
+  const mtmd_input_part* parts[] = {&part};
+  EXPECT_EQ(mtmd_tokenize_from_parts(ctx, chunks, parts, 1, false), 0);
+  for (size_t i = 0; i < mtmd_input_chunks_size(chunks); ++i) {
+    const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks, i);
+    if (mtmd_input_chunk_get_type(chunk) != MTMD_INPUT_CHUNK_TYPE_IMAGE) continue;
+    EXPECT_EQ(mtmd_encode_chunk(ctx, chunk), 0);
+    const float* embd = mtmd_get_output_embd(ctx);
+    const size_t n = mtmd_input_chunk_get_n_tokens(chunk);
+    out.emplace_back(embd, embd + n * static_cast<size_t>(width));
+  }
+  mtmd_input_chunks_free(chunks);
+  mtmd_bitmap_free(bitmap);
+  mtmd_free(ctx);
+  return out;
+}
+
 // The tensors an encode computes, by name, as the scheduler's eval callback sees them; and the index
 // Qwen2.5-VL's graph restores raster order with (the rows of its window_idx gather).
 struct TensorCapture {

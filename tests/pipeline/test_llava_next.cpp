@@ -2,11 +2,13 @@
 // llava-next`: LLaVA-1.5's tower at a tiny width with llava-v1.6's grid pinpoints; a 2:1 image fits 672 x 336 ->
 // the overview + 2 x 1 crops of 24 x 24 tokens): each tile is one unit, the image's budget is split over them, and
 // the rows that reach the LLM are exactly the tiles' kept features, projected, in HiPrune's official 'spatial'
-// order (or tile after tile), checked against the same tiles encoded and placed by hand.
+// order (or LLaVA-NeXT's unpadded one, or libmtmd's), checked against the same tiles encoded and placed by hand, and
+// with llama.cpp's graph and order against libmtmd's own tiles and helper decode.
 #include <gtest/gtest.h>
 
 #include <set>
 
+#include "mtmd_reference.h"
 #include "test_pair.h"
 #include "test_support.h"
 #include "vtprune/family.h"
@@ -70,17 +72,81 @@ TEST_F(LlavaNext, LlamaMtmdCliSplitsTheImageIntoTheSameTiles) {
   EXPECT_EQ(encoded, 3u) << log.substr(0, 3000);
 }
 
+// llama.cpp's own AnyRes split of the pair's 640 x 320 image (libmtmd's llava_uhd with the same pinpoints: 672 x 336,
+// Pillow-compatible bicubic) and vtprune's give the same tiles: with --mtmd-compat (llama.cpp's graph) each tile's
+// embeddings equal libmtmd's chunk for it, bit for bit. libmtmd's chunks come in its own order: the crops, then
+// the overview (the `mtmd` layout).
+TEST_F(LlavaNext, MtmdCompatTilesEqualLibmtmdsChunks) {
+  const vision::RgbImage image = vision::decode_image(*image_, "image.png");
+  const int width = vlm_->session().n_embd_inp();
+  const std::vector<std::vector<float>> theirs = test::libmtmd_image_embeddings(*dir_ / "mmproj.gguf", image, width);
+  ASSERT_EQ(theirs.size(), 3u) << "2 x 1 crops + the overview";
+  vision::VisionModel compat = vision::VisionModel::from_mmproj(*dir_ / "mmproj.gguf", {.mtmd_compat = true});
+  const vision::AnyResTiles tiles = vision::anyres_tiles(image, compat.preprocess_recipe().anyres_pinpoints, 336);
+  ASSERT_EQ(tiles.tiles.size(), 3u);
+  Needs needs;
+  needs.projected = true;
+  for (size_t k = 0; k < 3; ++k) {
+    const vision::EncoderResult ours = compat.encode(vision::normalize(tiles.tiles[k], compat.preprocess_recipe()), needs, {1, false});
+    const size_t chunk = k == 0 ? 2 : k - 1;  // libmtmd: crop 0, crop 1, overview
+    float scale = 0;
+    const float diff = test::max_abs_diff(ours.projected, theirs[chunk], &scale);
+    EXPECT_LT(diff, 1e-3f * scale) << "tile " << k << " vs libmtmd's chunk " << chunk;  // 0 here; 1e-3 as test_mmproj
+  }
+}
+
+// With llama.cpp's graph and order (--mtmd-compat --anyres-layout mtmd) vtprune computes what llama.cpp computes:
+// - LLaVA's prompt around libmtmd's own chunks (crops, then the overview), decoded one batch per chunk as libmtmd's
+//   helper decodes (what llama-mtmd-cli runs), gives the helper's first-token logits exactly: same tokens, same
+//   positions, same arithmetic;
+// - the pipeline's prompt is that prompt: decoded as one batch (vtprune's default) they give the same floats.
+// Between the two decodes only ggml's batch-size-dependent F16 rounding differs (on this random 2-layer model ~3% of
+// its small largest logit; see test_qwen.cpp), which is why the chain is checked link by link, each exactly.
+TEST_F(LlavaNext, MtmdCompatPromptIsLibmtmdsPrompt) {
+  pipeline::VlmParams p;
+  p.llm_path = (*dir_ / "llm.gguf").string();
+  p.mmproj_path = (*dir_ / "mmproj.gguf").string();
+  p.threads = 1;
+  p.n_ctx = 2048;
+  p.anyres_layout = "mtmd";
+  p.mmproj.mtmd_compat = true;
+  Vlm like_llama(p);
+  like_llama.run(request("none", Budget::all(), 0));
+  const std::vector<float> pipeline_logits = like_llama.session().last_logits();
+
+  const vision::RgbImage image = vision::decode_image(*image_, "image.png");
+  std::string text = llm::llava15_prompt_text(kQuestion);
+  const size_t at = text.find(llm::kImageMarker);
+  const int width = vlm_->session().n_embd_inp();
+  std::vector<llm::Chunk> prompt{llm::Chunk::from_text(text.substr(0, at))};
+  for (const auto& rows : test::libmtmd_image_embeddings(*dir_ / "mmproj.gguf", image, width)) {
+    prompt.push_back(llm::Chunk::from_embeddings(rows, static_cast<int64_t>(rows.size()) / width));
+  }
+  prompt.push_back(llm::Chunk::from_text(text.substr(at + llm::kImageMarker.size())));
+  ASSERT_EQ(prompt.size(), 5u);
+
+  text.replace(at, llm::kImageMarker.size(), mtmd_default_marker());
+  const std::vector<float> helper = test::libmtmd_helper_logits(*dir_, text, image);
+  llm::Session per_chunk(p.llm_path, {.n_ctx = 2048, .threads = 1, .text_as_embeddings = false});
+  per_chunk.prefill(prompt);
+  EXPECT_EQ(per_chunk.last_logits(), helper);
+
+  llm::Session single(p.llm_path, {.n_ctx = 2048, .threads = 1});
+  EXPECT_TRUE(single.prefill(prompt).single_batch);
+  EXPECT_EQ(single.last_logits(), pipeline_logits);
+}
+
 // What reaches the LLM, rebuilt by hand: the image split by vision::anyres_tiles, each tile encoded by a
 // VisionModel of the same file with the same taps, the rows HiPrune kept (the pipeline's report) projected, and
-// placed in the layout's order (spatial, spatial_unpad with its newline rows, tiles): the same arithmetic, so equal up to 1e-5 of the largest logit, while the other
+// placed in the layout's order (spatial, spatial_unpad with its newline rows, mtmd): the same arithmetic, so equal up to 1e-5 of the largest logit, while the other
 // layout's order moves the (small, random-weight) logits by ~1e-3 of the largest.
-TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderUnpaddedOrTileAfterTile) {
+TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderUnpaddedOrLibmtmdsOrder) {
   pipeline::VlmParams tiles_params;
   tiles_params.llm_path = (*dir_ / "llm.gguf").string();
   tiles_params.mmproj_path = (*dir_ / "mmproj.gguf").string();
   tiles_params.threads = 1;
   tiles_params.n_ctx = 2048;
-  tiles_params.anyres_layout = "tiles";
+  tiles_params.anyres_layout = "mtmd";
   Vlm tile_after_tile(tiles_params);
   pipeline::VlmParams unpad_params = tiles_params;
   unpad_params.anyres_layout = "spatial_unpad";
@@ -118,9 +184,9 @@ TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderUnpaddedOrTileAfterTile) {
     }
     projected.push_back(model.project({kept, static_cast<int64_t>(r.images[k].reduction.kept.size()), e.dim}, 1));
   }
-  // tile after tile
+  // mtmd: each crop in turn, then the overview
   std::vector<float> by_tile;
-  for (const auto& rows : projected) by_tile.insert(by_tile.end(), rows.begin(), rows.end());
+  for (size_t k : {1, 2, 0}) by_tile.insert(by_tile.end(), projected[k].begin(), projected[k].end());
   // spatial: the overview, then the crops' rows by (row in the 24-high strip, crop column, column in the crop)
   // spatial_unpad: the same, with the file's newline row after each of the 24 patch rows
   std::vector<float> by_place = projected[0], by_place_unpadded = projected[0];
