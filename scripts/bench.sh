@@ -7,7 +7,7 @@
 # compute as real ones.
 #
 #   scripts/bench.sh                 # build, make models, run every shape, write docs/bench-*.{md,json,png}
-#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b | llava-next-7b)
+#   BENCH_SHAPES=tinyllama scripts/bench.sh     # one shape only (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b | gemma3-4b-fa-off | llava-next-7b)
 #   BENCH_STEPS=build scripts/bench.sh          # build only (also: models, run)
 #
 # PruMerge(+) tap the last layer by default (layer=-1), which llama.cpp's LLaVA mmproj files do not store (the
@@ -97,15 +97,18 @@ wait_for_quiet_machine() {
   log "machine still busy after $WAIT_MINUTES minutes; measuring anyway (timings will be noisy; the report records the load)"
 }
 
-# run_shape SHAPE TYPE METHODS BUDGETS [MMPROJ_TYPE]
+# run_shape SHAPE TYPE METHODS BUDGETS [MMPROJ_TYPE] [FLASH_ATTN]: FLASH_ATTN (on | off) goes to vtprune and
+# llama-mtmd-cli alike and names the report ...-fa-off.
 run_shape() {
-  local shape="$1" type="$2" methods="$3" budgets="$4" mmproj_type="${5:-f16}" dir="$MODELS/$1-$2"
+  local shape="$1" type="$2" methods="$3" budgets="$4" mmproj_type="${5:-f16}" flash_attn="${6:-auto}" dir="$MODELS/$1-$2"
   local name="$shape-$type"
   if [[ "$mmproj_type" != f16 ]]; then dir="$dir-mmproj-$mmproj_type"; name="$name-mmproj-$mmproj_type"; fi
+  if [[ "$flash_attn" != auto ]]; then name="$name-fa-$flash_attn"; fi
   mkdir -p "$DOCS"
   wait_for_quiet_machine
   local args=(bench -m "$dir/llm.gguf" --mmproj "$dir/mmproj.gguf" --image "$dir/image.png" -p "$PROMPT"
               --methods "$methods" --budgets "$budgets" --repeat "$REPEAT" --threads "$THREADS" -n 8
+              --flash-attn "$flash_attn"
               --json "$DOCS/bench-$name.json" --markdown "$DOCS/bench-$name.md" --chart "$DOCS/bench-ttft-$name.png")
   [[ -x "$MTMD_CLI" ]] && args+=(--compare-mtmd "$MTMD_CLI")
   log "vtprune ${args[*]}"
@@ -142,13 +145,19 @@ for shape in $SHAPES; do
       has_step models && make_models gemma3-4b f16
       has_step run && run_shape gemma3-4b f16 none,hiprune 0.334,0.112
       ;;
+    gemma3-4b-fa-off)
+      # the same with llama.cpp's flash attention off (vtprune --flash-attn off, llama-mtmd-cli -fa off): on CPU
+      # libmtmd's SigLIP over 4096 patches runs several times faster without it
+      has_step models && make_models gemma3-4b f16
+      has_step run && run_shape gemma3-4b f16 none,hiprune 0.334,0.112 f16 off
+      ;;
     llava-next-7b)
       # LLaVA-NeXT-7B's shapes (CLIP ViT-L/14-336 on the overview + 2 x 2 crops of a 1024x768 image = 2880 tokens,
       # Vicuna-7B as Q4_0): HiPrune's official NeXT path at about 1/3 and 1/9 (its paper's 640 / 320 of 2880)
       has_step models && make_models llava-next-7b q4_0
       has_step run && run_shape llava-next-7b q4_0 none,hiprune 0.334,0.112
       ;;
-    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b | llava-next-7b)"; exit 1 ;;
+    *) log "unknown shape $shape (tinyllama | llava-7b | llava-7b-bf16 | qwen2.5-vl-3b | gemma3-4b | gemma3-4b-fa-off | llava-next-7b)"; exit 1 ;;
   esac
 done
 # The README's chart: the TinyLlama breakdown (the 7B one sits beside it).

@@ -66,6 +66,10 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_flag("--no-encoder-bench", a->no_encoder,
                 "skip the encoder-only comparison (LLaVA-1.5: extra encoder-only runs; libmtmd families: rows taken "
                 "from the end-to-end runs, no extra cost)");
+  cmd->add_option("--flash-attn", a->params.flash_attn,
+                  "llama.cpp's flash attention (on, off, auto) for vtprune's LLM and libmtmd's ViT, and llama-mtmd-cli's -fa")
+      ->check(CLI::IsMember({"on", "off", "auto"}))
+      ->capture_default_str();
   cmd->add_flag("--vit-f16-attention", a->params.f16_attention,
                 "end-to-end rows with flash attention on F16 K/V in untapped ViT blocks (as llama.cpp)");
   cmd->callback([a, &action] {

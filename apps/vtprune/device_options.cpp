@@ -20,6 +20,11 @@ void add_device_options(CLI::App& cmd, pipeline::VlmParams& vlm) {
       ->delimiter(',');
   cmd.add_flag("--mmproj-offload", vlm.vision_gpu,
                "run libmtmd's encoder on the GPU backend (families served by libmtmd; off: the CPU)");
+  cmd.add_option("--flash-attn", vlm.flash_attn,
+                 "llama.cpp's flash attention for the LLM and libmtmd's ViT: on, off or auto (its default). On CPU, off runs "
+                 "long ViT sequences (Gemma 3's 4096 patches) several times faster")
+      ->check(CLI::IsMember({"on", "off", "auto"}))
+      ->capture_default_str();
   cmd.add_option("--image-min-tokens", vlm.image_min_tokens,
                  "dynamic-resolution families (Qwen2.5-VL): at least this many image tokens (llama.cpp's flag)");
   cmd.add_option("--image-max-tokens", vlm.image_max_tokens,

@@ -38,6 +38,8 @@ struct SessionParams {
   // decodes (prefix, image, suffix) stream every weight three times. Used for `llama`-architecture files,
   // whose input layer is that lookup alone; false (or other architectures): one decode per chunk.
   bool text_as_embeddings = true;
+  // llama.cpp's -fa for the LLM context: -1 auto (llama.cpp's default), 0 off, 1 on (llama_flash_attn_type).
+  int flash_attn = -1;
 };
 
 struct SamplingParams {

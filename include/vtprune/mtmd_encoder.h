@@ -29,6 +29,7 @@ struct MtmdOptions {
   int image_min_tokens = -1;    // llama.cpp's --image-min-tokens / --image-max-tokens for dynamic-resolution
   int image_max_tokens = -1;    // families (-1: the file's defaults)
   bool verbose = false;         // echo libmtmd's log to stderr (default: kept for error messages only)
+  int flash_attn = -1;          // llama.cpp's -fa for the ViT: -1 auto (its default), 0 off, 1 on
 };
 
 // One piece of a tokenised prompt.

@@ -36,6 +36,10 @@ struct VlmParams {
   bool vision_gpu = false; // libmtmd's encoder on the GPU backend (families served by libmtmd)
   std::vector<std::string> rpc_servers;  // ggml RPC servers ("host:port") for offloaded LLM layers (llama.cpp's --rpc)
   int image_min_tokens = -1, image_max_tokens = -1;  // llama.cpp's limits for dynamic-resolution families
+  // llama.cpp's -fa (--flash-attn): "auto" (its default), "on" or "off", for the LLM context and libmtmd's ViT, as
+  // llama-mtmd-cli applies it to both. On CPU, "off" runs a long ViT sequence several times faster (SigLIP at 896 px:
+  // 4096 patches; see the README) at the cost of bit-parity with a default llama-mtmd-cli run.
+  std::string flash_attn = "auto";
   // CDPruner's official relevance (relevance=clip): a Hugging Face CLIP checkpoint folder (model.safetensors with
   // text_model.*, text_projection, vision_model.post_layernorm, visual_projection; vocab.json + merges.txt), e.g.
   // openai/clip-vit-large-patch14-336, the tower LLaVA-1.5 was trained with. Loaded once, shared by share().

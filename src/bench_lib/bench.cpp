@@ -225,7 +225,7 @@ BenchReport run_bench(const BenchParams& params) {
 
   pipeline::Vlm vlm(pipeline::VlmParams{
       .llm_path = p.llm_path, .mmproj_path = p.mmproj_path, .threads = report.threads, .n_ctx = p.n_ctx,
-      .n_gpu_layers = p.n_gpu_layers, .rpc_servers = p.rpc_servers, .clip_text_path = p.clip_text_path, .mmproj = {.f16_attention = p.f16_attention}});
+      .n_gpu_layers = p.n_gpu_layers, .rpc_servers = p.rpc_servers, .flash_attn = p.flash_attn, .clip_text_path = p.clip_text_path, .mmproj = {.f16_attention = p.f16_attention}});
   report.encoder_name = std::string(family::to_string(vlm.encoder()));
   EncoderInfo info = vlm.encoder_info();
   // dynamic resolution (grid 0 x 0): the image's token grid comes from a first run (below)
@@ -301,7 +301,8 @@ BenchReport run_bench(const BenchParams& params) {
   if (!p.mtmd_cli.empty()) {
     mtmd_command = MtmdCommand{.binary = p.mtmd_cli, .llm = p.llm_path, .mmproj = p.mmproj_path, .image = p.image_path,
                                .prompt = p.prompt, .threads = report.threads, .n_ctx = p.n_ctx,
-                               .n_batch = vlm.session().n_batch(), .template_args = mtmd_template_args(report.family)};
+                               .n_batch = vlm.session().n_batch(), .template_args = mtmd_template_args(report.family),
+                               .flash_attn = p.flash_attn};
     mtmd_summary.emplace();
     mtmd_summary->argv = mtmd_argv(*mtmd_command);
     mtmd_summary->vit_layers_run = vlm.encoder() == family::Encoder::Own ? vlm.vision_model().stored_layers() - 1  // llama.cpp #25817

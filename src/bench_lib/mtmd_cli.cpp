@@ -74,6 +74,7 @@ std::vector<std::string> mtmd_argv(const MtmdCommand& c) {
   std::vector<std::string> argv{c.binary, "-m", c.llm, "--mmproj", c.mmproj, "--image", c.image, "-p", c.prompt};
   argv.insert(argv.end(), c.template_args.begin(), c.template_args.end());
   for (const char* a : {"-n", "1", "--temp", "0", "--seed", "0"}) argv.emplace_back(a);  // greedy, one token: TTFT only
+  if (c.flash_attn != "auto") argv.insert(argv.end(), {"-fa", c.flash_attn});
   // the same threads, context and (u)batch as vtprune's session (one image = one ubatch)
   for (const std::string& a : {std::string("-t"), std::to_string(c.threads), std::string("-tb"), std::to_string(c.threads),
                                std::string("-c"), std::to_string(c.n_ctx), std::string("-b"), std::to_string(c.n_batch),

@@ -90,6 +90,7 @@ struct MtmdCommand {
   // The chat template vtprune uses for the family: LLaVA-1.5 files carry none (vicuna, as llama.cpp's own
   // tests); the others render the file's own Jinja template (llama-mtmd-cli's default is a built-in guess).
   std::vector<std::string> template_args{"--chat-template", "vicuna"};
+  std::string flash_attn = "auto";  // -fa
 };
 // The template flags for a family's prompt (family::Prompt): {"--chat-template", "vicuna"} or {"--jinja"}.
 std::vector<std::string> mtmd_template_args(const std::string& family);
@@ -119,6 +120,7 @@ struct BenchParams {
   // taps, each method = its taps through the eval callback) beside llama-mtmd-cli's encode; no extra runs.
   bool encoder_bench = true;
   bool f16_attention = false;  // end-to-end rows with vision::MmprojOptions::f16_attention
+  std::string flash_attn = "auto";  // llama.cpp's -fa for vtprune's LLM + libmtmd and for llama-mtmd-cli alike
   std::string mtmd_cli;  // empty: no comparison
   std::string command_line;  // recorded in the report
   std::function<void(const std::string&)> progress;  // one line per finished run

@@ -171,6 +171,7 @@ struct Session::Impl {
     ctx_params.n_seq_max = 1;
     ctx_params.n_threads = threads;
     ctx_params.n_threads_batch = threads;
+    ctx_params.flash_attn_type = static_cast<llama_flash_attn_type>(params.flash_attn);
     ctx_params.no_perf = false;
     type_k = ctx_params.type_k;
     type_v = ctx_params.type_v;

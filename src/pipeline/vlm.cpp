@@ -123,9 +123,17 @@ vision::VisionModel load_own_vision(const VlmParams& p) {
   return tower;
 }
 
+// llama.cpp's -fa value as llama_flash_attn_type (-1 auto, 0 off, 1 on).
+int flash_attn_type(const std::string& value) {
+  if (value == "auto") return -1;
+  if (value == "off") return 0;
+  if (value == "on") return 1;
+  throw InputError("--flash-attn '" + value + "': expected on, off or auto");
+}
+
 llm::SessionParams session_params(const VlmParams& p) {
   return llm::SessionParams{.n_ctx = p.n_ctx, .threads = p.threads, .verbose = p.verbose, .n_gpu_layers = p.n_gpu_layers,
-                           .rpc_servers = p.rpc_servers};
+                           .rpc_servers = p.rpc_servers, .flash_attn = flash_attn_type(p.flash_attn)};
 }
 
 // The user-facing image marker of a question, in llama.cpp's form for mtmd_tokenize: <image> becomes
@@ -202,7 +210,8 @@ struct Vlm::Impl {
     mtmd = std::make_unique<vision::MtmdEncoder>(
         params.mmproj_path, *choice.family, session.llama_model_handle(),
         vision::MtmdOptions{.threads = threads, .use_gpu = params.vision_gpu, .image_min_tokens = params.image_min_tokens,
-                            .image_max_tokens = params.image_max_tokens, .verbose = params.verbose});
+                            .image_max_tokens = params.image_max_tokens, .verbose = params.verbose,
+                            .flash_attn = flash_attn_type(params.flash_attn)});
     if (mtmd->projector_dim() != session.n_embd_inp()) {
       throw Error("the projector in " + params.mmproj_path + " outputs " + std::to_string(mtmd->projector_dim()) +
                   "-wide embeddings but " + params.llm_path + " expects " + std::to_string(session.n_embd_inp()) +
@@ -471,6 +480,7 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
     k += "|compat=" + std::to_string(m.params.mmproj.mtmd_compat) + "|f16att=" + std::to_string(m.params.mmproj.f16_attention);
     k += "|clip=" + m.params.clip_text_path;
     k += "|min=" + std::to_string(m.params.image_min_tokens) + "|max=" + std::to_string(m.params.image_max_tokens);
+    k += "|fa=" + m.params.flash_attn;
     return k;
   }();
   const std::string method_key = reducer->info().name + "|" + join(reducer->options().effective(), ',');

@@ -293,6 +293,7 @@ MtmdEncoder::MtmdEncoder(const std::filesystem::path& mmproj, const family::Fami
   params.media_marker = mtmd_default_marker();
   params.image_min_tokens = options.image_min_tokens;
   params.image_max_tokens = options.image_max_tokens;
+  params.flash_attn_type = static_cast<llama_flash_attn_type>(options.flash_attn);
   params.cb_eval = &TapCollector::callback;
   params.cb_eval_user_data = m.collector.get();
   LogScope scope(*m.log);

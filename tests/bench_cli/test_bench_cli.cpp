@@ -248,6 +248,12 @@ TEST(bench_mtmd, TemplateFlagsFollowTheFamily) {
                                       "-n", "1", "--temp", "0", "--seed", "0", "-t", "2", "-tb", "2", "-c", "4096",
                                       "-b", "2048", "-ub", "2048", "--log-jsonl", "--log-timestamps"};
   EXPECT_EQ(argv, want);
+  // --flash-attn on / off reaches llama-mtmd-cli as its -fa (auto: its default, no flag)
+  c.flash_attn = "off";
+  const auto off = vtprune::bench::mtmd_argv(c);
+  ASSERT_EQ(off.size(), want.size() + 2);
+  EXPECT_EQ(off[16], "-fa");
+  EXPECT_EQ(off[17], "off");
 }
 
 std::string qwen_bench_base() {

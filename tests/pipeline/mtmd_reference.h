@@ -40,12 +40,12 @@ struct MtmdCliRun {
 // logger is an asynchronous thread whose queue is not flushed at exit (llama.cpp #22142), so on a busy machine the
 // last pieces can be missing: it generates more than asked and runs again while it still comes up short.
 inline MtmdCliRun run_llama_mtmd_cli(const std::filesystem::path& cli, const std::filesystem::path& dir,
-                                     const std::string& question, int tokens) {
+                                     const std::string& question, int tokens, const std::string& extra_args = "") {
   MtmdCliRun run;
   for (int attempt = 0; attempt < 5 && run.pieces.size() < static_cast<size_t>(tokens) + 2; ++attempt) {
     const std::string cmd = cli.string() + " -m " + (dir / "llm.gguf").string() + " --mmproj " + (dir / "mmproj.gguf").string() +
                             " --image " + (dir / "image.png").string() + " -p '" + question + "' -n " +
-                            std::to_string(tokens * 8) + " --temp 0 -t 1 -c 2048 --jinja -v --log-jsonl 2>/dev/null";
+                            std::to_string(tokens * 8) + " --temp 0 -t 1 -c 2048 --jinja -v --log-jsonl " + extra_args + " 2>/dev/null";
     EXPECT_EQ(run_command(cmd, &run.log), 0) << cmd << "\n" << run.log.substr(0, 2000);
     run.pieces.clear();
     std::istringstream lines(run.log);

@@ -103,11 +103,7 @@ TEST_F(LlavaNext, MtmdCompatTilesEqualLibmtmdsChunks) {
 // Between the two decodes only ggml's batch-size-dependent F16 rounding differs (on this random 2-layer model ~3% of
 // its small largest logit; see test_qwen.cpp), which is why the chain is checked link by link, each exactly.
 TEST_F(LlavaNext, MtmdCompatPromptIsLibmtmdsPrompt) {
-  pipeline::VlmParams p;
-  p.llm_path = (*dir_ / "llm.gguf").string();
-  p.mmproj_path = (*dir_ / "mmproj.gguf").string();
-  p.threads = 1;
-  p.n_ctx = 2048;
+  pipeline::VlmParams p = pair_params();
   p.anyres_layout = "mtmd";
   p.mmproj.mtmd_compat = true;
   Vlm like_llama(p);
@@ -141,11 +137,7 @@ TEST_F(LlavaNext, MtmdCompatPromptIsLibmtmdsPrompt) {
 // placed in the layout's order (spatial, spatial_unpad with its newline rows, mtmd): the same arithmetic, so equal up to 1e-5 of the largest logit, while the other
 // layout's order moves the (small, random-weight) logits by ~1e-3 of the largest.
 TEST_F(LlavaNext, RowsEnterInHiprunesSpatialOrderUnpaddedOrLibmtmdsOrder) {
-  pipeline::VlmParams tiles_params;
-  tiles_params.llm_path = (*dir_ / "llm.gguf").string();
-  tiles_params.mmproj_path = (*dir_ / "mmproj.gguf").string();
-  tiles_params.threads = 1;
-  tiles_params.n_ctx = 2048;
+  pipeline::VlmParams tiles_params = pair_params();
   tiles_params.anyres_layout = "mtmd";
   Vlm tile_after_tile(tiles_params);
   pipeline::VlmParams unpad_params = tiles_params;
@@ -250,9 +242,7 @@ TEST_F(LlavaNext, AnImagesBudgetIsSplitOverItsTiles) {
   const Result ratio = vlm_->run(request("fastervlm", Budget::fraction(0.112), 1));
   EXPECT_EQ(ratio.tokens_kept, Budget::fraction(0.112).resolve(3 * kSide * kSide));
   EXPECT_THROW(vlm_->run(request("hiprune", Budget::tokens(2), 1)), InputError);
-  pipeline::VlmParams bad;
-  bad.llm_path = (*dir_ / "llm.gguf").string();
-  bad.mmproj_path = (*dir_ / "mmproj.gguf").string();
+  pipeline::VlmParams bad = pair_params();
   bad.anyres_layout = "unpad";
   EXPECT_THROW({ Vlm v(bad); }, InputError);
   // spatial_unpad needs the file's newline row: a NeXT mmproj without v.image_newline is refused up front

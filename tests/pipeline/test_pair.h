@@ -23,18 +23,23 @@ struct TestPair {
   std::unique_ptr<pipeline::Vlm> vlm;
   std::vector<uint8_t> image;
 
+  // How the suites load a pair in `dir`: one thread (suites run in parallel with others on a 2-core machine).
+  static pipeline::VlmParams params(const std::filesystem::path& dir) {
+    pipeline::VlmParams p;
+    p.llm_path = (dir / "llm.gguf").string();
+    p.mmproj_path = (dir / "mmproj.gguf").string();
+    p.threads = 1;
+    p.n_ctx = 2048;
+    return p;
+  }
+
   // Writes the pair into a fresh temp dir and loads it; nullptr (with `log` set) when make-test-model fails.
   static std::unique_ptr<TestPair> make(const std::string& shape, std::string* log) {
     auto pair = std::make_unique<TestPair>();
     pair->dir = temp_dir("pair-" + shape);
     if (run_command(vtprune_binary().string() + " make-test-model --shape " + shape + " --out " + pair->dir.string(), log) != 0)
       return nullptr;
-    pipeline::VlmParams p;
-    p.llm_path = (pair->dir / "llm.gguf").string();
-    p.mmproj_path = (pair->dir / "mmproj.gguf").string();
-    p.threads = 1;  // suites run in parallel with others on a 2-core machine
-    p.n_ctx = 2048;
-    pair->vlm = std::make_unique<pipeline::Vlm>(p);
+    pair->vlm = std::make_unique<pipeline::Vlm>(params(pair->dir));
     std::ifstream in(pair->dir / "image.png", std::ios::binary);
     pair->image.assign(std::istreambuf_iterator<char>(in), {});
     return pair;
@@ -56,6 +61,8 @@ class PairSuite : public ::testing::Test {
     image_ = &pair_->image;
   }
   static void TearDownTestSuite() { pair_.reset(); }
+  // The suite's pair as VlmParams, to load it again with other options.
+  static pipeline::VlmParams pair_params() { return TestPair::params(*dir_); }
   static pipeline::Request request(const std::string& method, Budget budget, int max_tokens = 8) {
     pipeline::Request r;
     r.images.push_back(*image_);
