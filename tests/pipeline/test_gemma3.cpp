@@ -46,6 +46,17 @@ TEST_F(Gemma3Vlm, FamilyEncoderAndGrid) {
   EXPECT_NE(chat_text().find("<start_of_turn>user\n"), std::string::npos) << chat_text();
 }
 
+// llama-mtmd-cli's first `n` generated pieces as an answer: without Gemma's control tokens, which it prints as text
+// and vtprune's answer leaves out (as llama-server does).
+std::string answer_of(const test::MtmdCliRun& cli, int n) {
+  const std::set<std::string> control = {"<end_of_turn>", "<eos>", "<start_of_turn>", "<start_of_image>", "<end_of_image>"};
+  std::string answer;
+  for (int i = 1; i <= n && static_cast<size_t>(i) < cli.pieces.size(); ++i) {
+    if (!control.count(cli.pieces[static_cast<size_t>(i)])) answer += cli.pieces[static_cast<size_t>(i)];
+  }
+  return answer;
+}
+
 // llama.cpp's own multimodal CLI on the same files, image, prompt and settings: the same chat text and the same
 // greedy answer (llama-mtmd-cli prints control tokens such as <end_of_turn> as text; vtprune's answer leaves them
 // out, as llama-server does).
@@ -57,13 +68,7 @@ TEST_F(Gemma3Vlm, NoneAnswersLikeLlamaMtmdCli) {
   EXPECT_EQ(cli.formatted, chat_text() + "\n") << "llama-mtmd-cli logs the prompt with a trailing newline";
   ASSERT_GE(cli.pieces.size(), static_cast<size_t>(ours.n_generated) + 2) << cli.log.substr(0, 2000);
   EXPECT_EQ(cli.pieces[0], "\n");
-  const std::set<std::string> control = {"<end_of_turn>", "<eos>", "<start_of_turn>", "<start_of_image>", "<end_of_image>"};
-  std::string theirs;
-  for (int i = 1; i <= ours.n_generated; ++i) {
-    const std::string& piece = cli.pieces[static_cast<size_t>(i)];
-    if (!control.count(piece)) theirs += piece;
-  }
-  EXPECT_EQ(ours.answer, theirs);
+  EXPECT_EQ(ours.answer, answer_of(cli, ours.n_generated));
   EXPECT_FALSE(ours.answer.empty());
 }
 
@@ -79,13 +84,7 @@ TEST_F(Gemma3Vlm, FlashAttentionOffAnswersLikeLlamaMtmdCliWithFaOff) {
   ASSERT_GT(ours.n_generated, 0);
   const test::MtmdCliRun cli = test::run_llama_mtmd_cli(VTPRUNE_MTMD_CLI, *dir_, kQuestion, kTokens, "-fa off");
   ASSERT_GE(cli.pieces.size(), static_cast<size_t>(ours.n_generated) + 2) << cli.log.substr(0, 2000);
-  const std::set<std::string> control = {"<end_of_turn>", "<eos>", "<start_of_turn>", "<start_of_image>", "<end_of_image>"};
-  std::string theirs;
-  for (int i = 1; i <= ours.n_generated; ++i) {
-    const std::string& piece = cli.pieces[static_cast<size_t>(i)];
-    if (!control.count(piece)) theirs += piece;
-  }
-  EXPECT_EQ(ours.answer, theirs);
+  EXPECT_EQ(ours.answer, answer_of(cli, ours.n_generated));
   no_fa.run(request("none", Budget::all(), 0));
   EXPECT_NE(no_fa.session().last_logits(), first_logits("none", Budget::all()));
   p.flash_attn = "sometimes";
