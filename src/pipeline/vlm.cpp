@@ -372,9 +372,9 @@ std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, con
     const size_t n_tiles = tiles[image].tiles.size();
     if (first + n_tiles > unit_rows.size()) throw Error("AnyRes: image " + std::to_string(image + 1) + " lacks tiles");
     const int64_t width = unit_rows[first].n_rows > 0 ? static_cast<int64_t>(unit_rows[first].embeddings.size()) / unit_rows[first].n_rows : 0;
-    // the rows of the crops, concatenated in crop order, and the order they enter in
+    // the crops' rows, numbered in crop order (where each one is), and the order they enter in
     std::vector<int64_t> order;
-    int64_t crop_rows = 0;
+    std::vector<const float*> crop_row;
     std::vector<std::vector<int32_t>> kept;
     std::vector<int64_t> rows;
     for (size_t k = 1; k < n_tiles; ++k) {
@@ -382,9 +382,11 @@ std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, con
       std::vector<int32_t> patches;
       for (int32_t s : r.kept) patches.push_back(r.sequence_indices ? s - 1 : s);  // sequence index 0 = CLS: no patch
       kept.push_back(std::move(patches));
-      rows.push_back(unit_rows[first + k].n_rows);
-      crop_rows += unit_rows[first + k].n_rows;
+      const llm::Chunk& c = unit_rows[first + k];
+      rows.push_back(c.n_rows);
+      for (int64_t j = 0; j < c.n_rows; ++j) crop_row.push_back(c.embeddings.data() + j * width);
     }
+    const auto crop_rows = static_cast<int64_t>(crop_row.size());
     const int side = reports[first].grid.w;
     if (layout == "spatial") {
       order = family::anyres_spatial_order(kept, rows, tiles[image].columns, side);
@@ -397,20 +399,17 @@ std::vector<llm::Chunk> join_anyres_tiles(std::vector<llm::Chunk> unit_rows, con
     } else {
       for (int64_t j = 0; j < crop_rows; ++j) order.push_back(j);
     }
-    std::vector<float> crops;
-    crops.reserve(static_cast<size_t>(crop_rows * width));
-    for (size_t k = 1; k < n_tiles; ++k) crops.insert(crops.end(), unit_rows[first + k].embeddings.begin(), unit_rows[first + k].embeddings.end());
-    llm::Chunk joined = std::move(unit_rows[first]);
-    std::string key = joined.key;
     std::vector<float> placed;  // the crops' rows in the layout's order (spatial_unpad: padding rows out, newlines in)
+    placed.reserve(order.size() * static_cast<size_t>(width));
     for (int64_t j : order) {
       if (j == family::kAnyResNewline) {
         placed.insert(placed.end(), newline.begin(), newline.end());
       } else {
-        const auto row = crops.begin() + static_cast<ptrdiff_t>(j * width);
-        placed.insert(placed.end(), row, row + static_cast<ptrdiff_t>(width));
+        placed.insert(placed.end(), crop_row[static_cast<size_t>(j)], crop_row[static_cast<size_t>(j)] + width);
       }
     }
+    llm::Chunk joined = std::move(unit_rows[first]);
+    std::string key = joined.key;
     // LLaVA-NeXT's code puts the overview (its base feature) first; libmtmd puts it after the crops
     joined.embeddings.insert(layout == "mtmd" ? joined.embeddings.begin() : joined.embeddings.end(), placed.begin(), placed.end());
     joined.n_rows += static_cast<int64_t>(order.size());
@@ -643,9 +642,9 @@ Result Vlm::run(const Request& request, const llm::PieceCallback& on_piece) {
           if (end - first == 1) {
             budgets[first] = Budget::tokens(request.budget.resolve(tokens_in[first]));
           } else {
-            const std::vector<int64_t> tiles(tokens_in.begin() + static_cast<ptrdiff_t>(first), tokens_in.begin() + static_cast<ptrdiff_t>(end));
-            const int64_t image_budget = request.budget.resolve(std::accumulate(tiles.begin(), tiles.end(), int64_t{0}));
-            const std::vector<int64_t> shares = split_budget(image_budget, tiles);
+            const std::vector<int64_t> tile_tokens(tokens_in.begin() + static_cast<ptrdiff_t>(first), tokens_in.begin() + static_cast<ptrdiff_t>(end));
+            const int64_t image_budget = request.budget.resolve(std::accumulate(tile_tokens.begin(), tile_tokens.end(), int64_t{0}));
+            const std::vector<int64_t> shares = split_budget(image_budget, tile_tokens);
             for (size_t u = first; u < end; ++u) budgets[u] = Budget::tokens(shares[u - first]);
           }
         } catch (const Error& e) {

@@ -257,14 +257,10 @@ RgbImage resize_bicubic(const RgbImage& image, int width, int height) {
   return out;
 }
 
-RgbImage center_crop(const RgbImage& image, int width, int height) {
-  check_image(image, "center_crop");
-  if (width > image.width || height > image.height || width <= 0 || height <= 0) {
-    throw Error("center_crop: crop " + dims(width, height) + " does not fit in " + dims(image.width, image.height));
-  }
-  // Python round() is half to even; nearbyint in the default rounding mode is too.
-  const int top = static_cast<int>(std::nearbyint((image.height - height) / 2.0));
-  const int left = static_cast<int>(std::nearbyint((image.width - width) / 2.0));
+namespace {
+
+// The width x height rectangle of `image` at (left, top), which must lie inside it (PIL's Image.crop).
+RgbImage crop_rect(const RgbImage& image, int left, int top, int width, int height) {
   RgbImage out{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height * 3)};
   for (int y = 0; y < height; ++y) {
     std::memcpy(&out.pixels[static_cast<size_t>(y) * width * 3],
@@ -273,18 +269,37 @@ RgbImage center_crop(const RgbImage& image, int width, int height) {
   return out;
 }
 
+// `image` pasted on a width x height canvas of `background` at ((width - w) // 2, (height - h) // 2) (PIL's
+// Image.new + paste, as LLaVA's expand2square and LLaVA-NeXT's resize_and_pad_image do it).
+RgbImage pad_centered(const RgbImage& image, int width, int height, std::array<uint8_t, 3> background) {
+  RgbImage out{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height * 3)};
+  for (size_t i = 0; i < out.pixels.size(); i += 3) std::memcpy(&out.pixels[i], background.data(), 3);
+  const int left = (width - image.width) / 2, top = (height - image.height) / 2;
+  for (int y = 0; y < image.height; ++y) {
+    std::memcpy(&out.pixels[(static_cast<size_t>(y + top) * width + left) * 3],
+                &image.pixels[static_cast<size_t>(y) * image.width * 3], static_cast<size_t>(image.width) * 3);
+  }
+  return out;
+}
+
+}  // namespace
+
+RgbImage center_crop(const RgbImage& image, int width, int height) {
+  check_image(image, "center_crop");
+  if (width > image.width || height > image.height || width <= 0 || height <= 0) {
+    throw Error("center_crop: crop " + dims(width, height) + " does not fit in " + dims(image.width, image.height));
+  }
+  // Python round() is half to even; nearbyint in the default rounding mode is too.
+  const int top = static_cast<int>(std::nearbyint((image.height - height) / 2.0));
+  const int left = static_cast<int>(std::nearbyint((image.width - width) / 2.0));
+  return crop_rect(image, left, top, width, height);
+}
+
 RgbImage expand_to_square(const RgbImage& image, std::array<uint8_t, 3> background) {
   check_image(image, "expand_to_square");
   if (image.width == image.height) return image;
   const int side = std::max(image.width, image.height);
-  const int left = (side - image.width) / 2, top = (side - image.height) / 2;
-  RgbImage out{side, side, std::vector<uint8_t>(static_cast<size_t>(side) * side * 3)};
-  for (size_t i = 0; i < out.pixels.size(); i += 3) std::memcpy(&out.pixels[i], background.data(), 3);
-  for (int y = 0; y < image.height; ++y) {
-    std::memcpy(&out.pixels[(static_cast<size_t>(y + top) * side + left) * 3],
-                &image.pixels[static_cast<size_t>(y) * image.width * 3], static_cast<size_t>(image.width) * 3);
-  }
-  return out;
+  return pad_centered(image, side, side, background);
 }
 
 RgbImage prepare_pixels(const RgbImage& image, const Preprocess& recipe) {
@@ -368,13 +383,8 @@ AnyResTiles anyres_tiles(const RgbImage& image, std::span<const std::array<int, 
   } else {
     new_w = std::min(static_cast<int>(std::ceil(image.width * scale_h)), target_w);
   }
-  const RgbImage resized = resize_bicubic(image, std::max(new_w, 1), std::max(new_h, 1));
-  RgbImage canvas{target_w, target_h, std::vector<uint8_t>(static_cast<size_t>(target_w) * target_h * 3, 0)};
-  const int left = (target_w - resized.width) / 2, top = (target_h - resized.height) / 2;
-  for (int y = 0; y < resized.height; ++y) {
-    std::memcpy(&canvas.pixels[(static_cast<size_t>(y + top) * target_w + left) * 3],
-                &resized.pixels[static_cast<size_t>(y) * resized.width * 3], static_cast<size_t>(resized.width) * 3);
-  }
+  const RgbImage canvas =
+      pad_centered(resize_bicubic(image, std::max(new_w, 1), std::max(new_h, 1)), target_w, target_h, {0, 0, 0});
   AnyResTiles out;
   out.image_width = image.width;
   out.image_height = image.height;
@@ -382,15 +392,7 @@ AnyResTiles anyres_tiles(const RgbImage& image, std::span<const std::array<int, 
   out.rows = target_h / tile;
   out.tiles.push_back(resize_bicubic(image, tile, tile));  // image.resize((336, 336))
   for (int ty = 0; ty < out.rows; ++ty) {  // divide_to_patches: rows of crops, left to right
-    for (int tx = 0; tx < out.columns; ++tx) {
-      RgbImage crop{tile, tile, std::vector<uint8_t>(static_cast<size_t>(tile) * tile * 3)};
-      for (int y = 0; y < tile; ++y) {
-        std::memcpy(&crop.pixels[static_cast<size_t>(y) * tile * 3],
-                    &canvas.pixels[(static_cast<size_t>(ty * tile + y) * target_w + static_cast<size_t>(tx) * tile) * 3],
-                    static_cast<size_t>(tile) * 3);
-      }
-      out.tiles.push_back(std::move(crop));
-    }
+    for (int tx = 0; tx < out.columns; ++tx) out.tiles.push_back(crop_rect(canvas, tx * tile, ty * tile, tile, tile));
   }
   return out;
 }
