@@ -16,7 +16,23 @@ if(VTPRUNE_LLAMA_DIR)
     message(FATAL_ERROR "VTPRUNE_LLAMA_DIR=${VTPRUNE_LLAMA_DIR} is not a llama.cpp checkout (no CMakeLists.txt / include/llama.h)")
   endif()
   message(STATUS "vtprune: building llama.cpp from ${VTPRUNE_LLAMA_DIR}")
-  set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+  # Static libraries by default. VTPRUNE_BACKEND_DL builds ggml, libllama and libmtmd as shared libraries with
+  # every ggml backend a loadable module (GGML_BACKEND_DL), the way llama.cpp's releases and node-llama-cpp ship
+  # them: a backend module of the same llama.cpp commit dropped into bin/ is loaded at start-up
+  # (scripts/test-vulkan.sh runs node-llama-cpp's Vulkan module on Mesa's lavapipe that way).
+  option(VTPRUNE_BACKEND_DL "ggml backends as loadable modules (shared libraries, GGML_BACKEND_DL)" OFF)
+  if(VTPRUNE_BACKEND_DL)
+    if(VTPRUNE_CPU STREQUAL "native")
+      message(FATAL_ERROR "VTPRUNE_BACKEND_DL: ggml's CPU module cannot be built for the native CPU (GGML_NATIVE is not "
+                          "compatible with GGML_BACKEND_DL); choose a CPU level, e.g. -DVTPRUNE_CPU=x86-64-v3")
+    endif()
+    set(BUILD_SHARED_LIBS ON CACHE BOOL "" FORCE)
+    set(GGML_BACKEND_DL ON CACHE BOOL "" FORCE)
+    set(CMAKE_LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)  # modules beside the executables: ggml looks there
+  else()
+    set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+    set(GGML_BACKEND_DL OFF CACHE BOOL "" FORCE)
+  endif()
   # common + tools: only as targets (EXCLUDE_FROM_ALL below). The tests build llama-mtmd-cli from the same
   # source as the reference vtprune's answers are compared with, and vtprune renders GGUF chat templates with
   # common's jinja engine (compiled on its own: libllama-common itself links a cpp-httplib that differs from ours).

@@ -22,6 +22,7 @@ struct ClassifyArgs {
   std::string synsets;
   int threads = 0;
   int top = 5;
+  std::string device = "cpu";
 };
 
 bool is_image_file(const std::filesystem::path& p) {
@@ -67,7 +68,7 @@ std::vector<std::pair<std::string, std::string>> read_synsets(const std::string&
 
 int run_classify(const ClassifyArgs& args) {
   const int threads = args.threads > 0 ? args.threads : std::max(1u, std::thread::hardware_concurrency());
-  auto model = vision::VisionModel::from_safetensors_timm(args.model);
+  auto model = vision::VisionModel::from_safetensors_timm(args.model, {.device = args.device});
   if (model.num_classes() == 0) throw Error("classify: model " + args.model + " has no classifier head");
   const auto synsets = args.synsets.empty() ? std::vector<std::pair<std::string, std::string>>{} : read_synsets(args.synsets);
   if (!synsets.empty() && static_cast<int>(synsets.size()) != model.num_classes()) {
@@ -127,6 +128,8 @@ void add_classify(CLI::App& app, Action& action) {
   cmd->add_option("--synsets", args->synsets, "synset_words.txt: line i = '<synset id> <name>' of class i");
   cmd->add_option("--threads,-t", args->threads, "CPU threads (default: all cores)");
   cmd->add_option("--top", args->top, "how many classes to list")->check(CLI::Range(1, 1000));
+  cmd->add_option("--device", args->device, "where the ViT runs: cpu, gpu (the first GPU device) or a name from `vtprune devices`")
+      ->capture_default_str();
   cmd->callback([args, &action] { action = [args] { return run_classify(*args); }; });
 }
 

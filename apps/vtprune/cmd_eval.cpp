@@ -44,6 +44,8 @@ void add_eval(CLI::App& app, Action& action) {
   imagenet->add_option("--prune-after", in->config.prune_after, "E: tokens are reduced after this many blocks")->capture_default_str();
   imagenet->add_option("--opt", in->config.options, "method option method:key=value, over the layer plan (repeatable)");
   imagenet->add_option("-t,--threads", in->config.threads, "threads (0 = all cores)")->capture_default_str();
+  imagenet->add_option("--device", in->config.device, "where the ViT runs: cpu, gpu (the first GPU device) or a name from `vtprune devices`")
+      ->capture_default_str();
   imagenet->add_option("--limit", in->config.limit, "only the first N images by name (0 = all)")->capture_default_str();
   imagenet->add_option("--out", in->config.out, "output folder: results.csv, per_image.tsv, accuracy.png")->required();
   imagenet->add_flag("-q,--quiet", in->quiet, "no progress bar");
@@ -82,7 +84,7 @@ void add_eval(CLI::App& app, Action& action) {
   vqa->add_option("--mmproj", vq->config.mmproj, "mmproj GGUF (vision tower + projector)")->required();
   vqa->add_option("--clip-text", vq->config.clip_text, "Hugging Face CLIP folder for CDPruner's relevance=clip (see run --help)");
   vqa->add_option("--n-gpu-layers", vq->config.n_gpu_layers, "LLM layers on the GPU / RPC servers (-ngl)")->capture_default_str();
-  vqa->add_flag("--mmproj-offload", vq->config.vision_gpu, "run libmtmd's encoder on the GPU backend");
+  vqa->add_flag("--mmproj-offload", vq->config.vision_gpu, "run the vision encoder (libmtmd's or vtprune's own graphs) on the first GPU device");
   vqa->add_option("--rpc", vq->config.rpc_servers, "ggml RPC servers host:port (comma-separated), as run --rpc")->delimiter(',');
   vqa->add_option("--methods", vq->methods, "comma-separated methods (none always runs: the retention reference)")
       ->capture_default_str();

@@ -22,6 +22,7 @@ void add_reduce(CLI::App& app, Action& action);
 void add_make_case(CLI::App& app, Action& action);
 void add_methods(CLI::App& app, Action& action);
 void add_families(CLI::App& app, Action& action);
+void add_devices(CLI::App& app, Action& action);
 void add_run(CLI::App& app, Action& action);
 void add_make_test_model(CLI::App& app, Action& action);
 void add_classify(CLI::App& app, Action& action);

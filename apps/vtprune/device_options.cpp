@@ -19,7 +19,8 @@ void add_device_options(CLI::App& cmd, pipeline::VlmParams& vlm) {
                  "the -ngl layers go to them")
       ->delimiter(',');
   cmd.add_flag("--mmproj-offload", vlm.vision_gpu,
-               "run libmtmd's encoder on the GPU backend (families served by libmtmd; off: the CPU)");
+               "run the vision encoder on the GPU: libmtmd's, or vtprune's own graphs (LLaVA ViT with taps, projector, CLIP "
+               "text tower) on the first GPU device (`vtprune devices`); off: the CPU");
   cmd.add_option("--flash-attn", vlm.flash_attn,
                  "llama.cpp's flash attention for the LLM and libmtmd's ViT: on, off or auto (its default). On CPU, off runs "
                  "long ViT sequences (Gemma 3's 4096 patches) several times faster")

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   vtprune::cli::add_make_case(app, action);
   vtprune::cli::add_methods(app, action);
   vtprune::cli::add_families(app, action);
+  vtprune::cli::add_devices(app, action);
   vtprune::cli::add_run(app, action);
   vtprune::cli::add_make_test_model(app, action);
   vtprune::cli::add_classify(app, action);

@@ -33,7 +33,9 @@ struct VlmParams {
   // "auto" (the family's encoder: vtprune's graph for LLaVA-1.5, libmtmd for the others), "own" or "mtmd".
   std::string encoder = "auto";
   int n_gpu_layers = 0;    // LLM layers on the GPU (-ngl), when llama.cpp was built with a GPU backend
-  bool vision_gpu = false; // libmtmd's encoder on the GPU backend (families served by libmtmd)
+  // The vision side on the GPU (--mmproj-offload): libmtmd's encoder, or vtprune's own graphs (LLaVA ViT with taps,
+  // projector, CLIP text tower) on the device libmtmd would pick (vtprune::resolve_device("gpu")).
+  bool vision_gpu = false;
   std::vector<std::string> rpc_servers;  // ggml RPC servers ("host:port") for offloaded LLM layers (llama.cpp's --rpc)
   int image_min_tokens = -1, image_max_tokens = -1;  // llama.cpp's limits for dynamic-resolution families
   // llama.cpp's -fa (--flash-attn): "auto" (its default), "on" or "off", for the LLM context and libmtmd's ViT, as

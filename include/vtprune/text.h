@@ -77,7 +77,7 @@ struct Embeddings {
 struct ClipTextModelImpl;
 
 // The text tower (+ optionally the image-side projection) of a Hugging Face CLIP checkpoint, run with ggml on the
-// CPU. Tensors (any common prefix): text_model.embeddings.{token,position}_embedding.weight,
+// CPU or a device (load's `device`). Tensors (any common prefix): text_model.embeddings.{token,position}_embedding.weight,
 // text_model.encoder.layers.N.{layer_norm1,self_attn.{q,k,v,out}_proj,layer_norm2,mlp.fc1,mlp.fc2}.*,
 // text_model.final_layer_norm.*, text_projection.weight; image side: vision_model.post_layernorm.*,
 // visual_projection.weight. config.json (CLIPConfig or CLIPTextConfig, optional): heads, layer_norm_eps,
@@ -89,7 +89,8 @@ class ClipTextModel {
  public:
   // `path`: a .safetensors file, or a folder with model.safetensors (+ config.json). The tokenizer comes from
   // vocab.json + merges.txt beside the file (required for text_embeds(string)).
-  static ClipTextModel load(const std::filesystem::path& path);
+  // `device`: where its graphs run ("cpu", "gpu" or a ggml device name: vtprune::resolve_device).
+  static ClipTextModel load(const std::filesystem::path& path, const std::string& device = "cpu");
   ClipTextModel(ClipTextModel&&) noexcept;
   ClipTextModel& operator=(ClipTextModel&&) noexcept;
   ~ClipTextModel();

@@ -151,7 +151,15 @@ enum class Architecture {
   Clip,  // CLIP vision tower: pre-LN, quick-GELU, no post-LN on the features (LLaVA)
 };
 
+// Where vtprune's own graph for a model runs: "cpu" (default), "gpu" (the accelerator libmtmd would pick for
+// --mmproj-offload: the first GPU, else the first integrated GPU, else the CPU) or a ggml device name
+// ("Vulkan0", "CUDA0", "RPC0"; see vtprune::list_devices). ggml's scheduler runs ops the device lacks on the CPU.
+struct TimmOptions {
+  std::string device = "cpu";
+};
+
 struct MmprojOptions {
+  std::string device = "cpu";  // as TimmOptions::device
   // Reproduce llama.cpp's own clip graph (tools/mtmd/models/llava.cpp): CLS concatenated LAST with
   // positions 0..T-1 (llama.cpp #25814), n_layer - 1 blocks run (#25817), features = sequence rows
   // 1..N (patches 1..N-1 then CLS), ggml_conv_2d's F16 im2col, flash attention on F16 K/V, table-based
@@ -168,6 +176,7 @@ struct MmprojOptions {
 };
 
 struct ClipOptions {
+  std::string device = "cpu";  // as TimmOptions::device
   // The LLaVA projector (mm_projector.0/2 or multi_modal_projector.linear_1/2) when it is not in the
   // tower's file. Empty: looked for in the tower's file; absent there = no projector.
   std::filesystem::path projector;
@@ -272,7 +281,7 @@ class VisionModel {
  public:
   // timm ViT/DeiT classifier: `path` is model.safetensors or a folder holding it (and config.json, whose
   // pretrained_cfg / model_args give the preprocessing and eps; defaults are timm's DeiT ones).
-  static VisionModel from_safetensors_timm(const std::filesystem::path& path);
+  static VisionModel from_safetensors_timm(const std::filesystem::path& path, const TimmOptions& options = {});
   // Hugging Face CLIP vision tower (`vision_model.*`, any prefix such as `vision_tower.`; all layers kept,
   // so the last layer can be tapped): `path` is a .safetensors file or a folder with model.safetensors,
   // config.json (heads, eps, hidden_act) and preprocessor_config.json (mean/std).
@@ -296,6 +305,7 @@ class VisionModel {
   int dim() const;             // ViT width D
   int num_classes() const;     // 0 without a classifier head
   int projector_dim() const;   // 0 without a projector
+  std::string device_name() const;  // ggml's name of the device its graphs run on ("CPU", "Vulkan0", ...)
   // LLaVA-NeXT's learned row separator in the LLM's input space (v.image_newline, projector_dim floats); empty
   // when the file has none.
   std::span<const float> image_newline() const;

@@ -176,7 +176,7 @@ int label_from_file_name(const std::string& file_name, const std::vector<std::st
 std::vector<ImagenetRow> run_imagenet_eval(const ImagenetConfig& config) {
   if (config.methods.empty()) throw Error("eval imagenet: --methods is empty");
   if (config.threads < 1) throw Error("eval imagenet: --threads must be >= 1");
-  auto model = vision::VisionModel::from_safetensors_timm(config.model);
+  auto model = vision::VisionModel::from_safetensors_timm(config.model, {.device = config.device});
   if (model.num_classes() == 0) throw Error("eval imagenet: model " + config.model.string() + " has no classifier head");
   const int depth = model.stored_layers(), split = config.prune_after;
   if (split < 1 || split >= depth) {

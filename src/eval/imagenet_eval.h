@@ -42,6 +42,7 @@ struct ImagenetConfig {
   std::vector<std::string> options;       // "method:key=value", applied after the plan's options
   int prune_after = 8;                    // E
   int threads = 1;
+  std::string device = "cpu";             // where the ViT runs (cpu, gpu or a ggml device name)
   int limit = 0;                          // first N images by name (0 = all)
   bool progress = true;
   bool chart = true;                      // write accuracy.png

@@ -82,11 +82,6 @@ class Batch {
 // llama_backend_init once while any holder lives, llama_backend_free when the last one goes.
 std::shared_ptr<void> acquire_backend();
 
-// Registers ggml RPC servers ("host:port") as devices, as llama.cpp's --rpc does; libllama then puts offloaded
-// layers (n_gpu_layers) on them. ggml's device registry is process-wide, so each endpoint is registered once per
-// process. Throws InputError when this build has no RPC backend or an endpoint is malformed.
-void add_rpc_servers(const std::vector<std::string>& endpoints);
-
 // Receives libllama's and ggml's log lines (llama_log_set covers both). Quiet by default: the recent
 // warnings / errors are kept so that a failure can quote them; verbose also echoes everything to stderr.
 //

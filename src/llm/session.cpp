@@ -10,6 +10,7 @@
 
 #include "llama_handles.h"
 #include "model_file.h"
+#include "vtprune/devices.h"
 #include "vtprune/llm.h"
 
 namespace vtprune::llm {
@@ -213,7 +214,7 @@ Session::Session(const std::string& model_path, const SessionParams& params) : i
     throw Error("LLM model file not found: " + model_path);
   }
   const detail::LlmFileFacts facts = detail::inspect_llm_file(model_path);
-  if (!params.rpc_servers.empty()) detail::add_rpc_servers(params.rpc_servers);
+  if (!params.rpc_servers.empty()) add_rpc_servers(params.rpc_servers);
   llama_model_params model_params = llama_model_default_params();
   model_params.n_gpu_layers = params.n_gpu_layers;
   llama_model* loaded = llama_model_load_from_file(model_path.c_str(), model_params);

@@ -9,6 +9,7 @@
 #include <optional>
 #include <thread>
 
+#include "vtprune/devices.h"
 #include "vtprune/embedding_cache.h"
 #include "vtprune/gguf_file.h"
 #include "vtprune/mtmd_encoder.h"
@@ -114,9 +115,21 @@ VisionChoice choose_vision(const VlmParams& p) {
   return c;
 }
 
+// The device of vtprune's own graphs (the LLaVA ViT, the projector, CLIP's text tower): --mmproj-offload's, as
+// for libmtmd's encoder.
+std::string own_graph_device(const VlmParams& p) { return p.vision_gpu ? "gpu" : "cpu"; }
+
 vision::VisionModel load_own_vision(const VlmParams& p) {
-  if (!p.mmproj_path.empty()) return vision::VisionModel::from_mmproj(p.mmproj_path, p.mmproj);
-  vision::VisionModel tower = vision::VisionModel::from_safetensors_clip(p.vision_tower_path, {.projector = p.projector_path});
+  // The RPC servers join ggml's devices before the device is chosen (the LLM's session would register them
+  // later): in a build without a GPU, "gpu" is then the first of them, as for libmtmd's encoder.
+  if (!p.rpc_servers.empty()) add_rpc_servers(p.rpc_servers);
+  if (!p.mmproj_path.empty()) {
+    vision::MmprojOptions options = p.mmproj;
+    options.device = own_graph_device(p);
+    return vision::VisionModel::from_mmproj(p.mmproj_path, options);
+  }
+  vision::VisionModel tower =
+      vision::VisionModel::from_safetensors_clip(p.vision_tower_path, {.device = own_graph_device(p), .projector = p.projector_path});
   if (tower.projector_dim() == 0) {
     throw Error(p.vision_tower_path + ": no LLaVA projector found; pass its safetensors file as the projector");
   }
@@ -163,7 +176,7 @@ struct SharedClipText {
 
 std::shared_ptr<SharedClipText> load_clip_text(const VlmParams& p) {
   if (p.clip_text_path.empty()) return nullptr;
-  auto clip = std::make_shared<SharedClipText>(text::ClipTextModel::load(p.clip_text_path));
+  auto clip = std::make_shared<SharedClipText>(text::ClipTextModel::load(p.clip_text_path, own_graph_device(p)));
   if (!clip->model.has_tokenizer() || !clip->model.has_image_projection()) {
     throw InputError("--clip-text " + p.clip_text_path + ": CDPruner's relevance needs CLIP's tokenizer (vocab.json + merges.txt)" +
                      " and its image side (vision_model.post_layernorm + visual_projection); this checkpoint lacks " +

@@ -21,7 +21,7 @@ using vision::GallocrPtr;
 
 struct ClipTextModelImpl {
   std::filesystem::path path;
-  vision::BackendPtr backend;
+  std::unique_ptr<vision::Compute> compute;  // the device + CPU scheduler the towers run on
   vision::Weights weights;  // ctx + buffer own every tensor below
   vision::Hparams hp;       // width, heads, ff, eps, activation of the text blocks
   int layers = 0, context = 0, vocab = 0, embed_dim = 0, vision_width = 0;
@@ -60,13 +60,7 @@ const std::vector<int64_t>& matrix_shape(const vision::SafetensorsFile& file, co
 std::vector<float> compute(ClipTextModelImpl& m, ggml_cgraph* graph, int threads, const std::function<void()>& set_inputs,
                            const ggml_tensor* output, const char* what) {
   vision::check_threads(threads);
-  GallocrPtr allocator(ggml_gallocr_new(ggml_backend_get_default_buffer_type(m.backend.get())));
-  if (!ggml_gallocr_alloc_graph(allocator.get(), graph)) throw Error(std::string("CLIP ") + what + ": could not allocate the graph");
-  set_inputs();
-  ggml_backend_cpu_set_n_threads(m.backend.get(), threads);
-  if (ggml_backend_graph_compute(m.backend.get(), graph) != GGML_STATUS_SUCCESS) {
-    throw Error(std::string("CLIP ") + what + ": graph compute failed");
-  }
+  m.compute->run(graph, threads, set_inputs, std::string("CLIP ") + what);
   return vision::read_tensor(output);
 }
 
@@ -77,7 +71,7 @@ ClipTextModel::ClipTextModel(ClipTextModel&&) noexcept = default;
 ClipTextModel& ClipTextModel::operator=(ClipTextModel&&) noexcept = default;
 ClipTextModel::~ClipTextModel() = default;
 
-ClipTextModel ClipTextModel::load(const std::filesystem::path& path) {
+ClipTextModel ClipTextModel::load(const std::filesystem::path& path, const std::string& device) {
   const std::filesystem::path file_path = std::filesystem::is_directory(path) ? path / "model.safetensors" : path;
   const std::filesystem::path dir = file_path.parent_path();
   auto file = std::make_shared<vision::SafetensorsFile>(file_path);
@@ -183,9 +177,8 @@ ClipTextModel ClipTextModel::load(const std::filesystem::path& path) {
     m->post_b = add(pre + "vision_model.post_layernorm.bias", {Dv}, {Dv}, false);
     m->visual_proj = add(pre + "visual_projection.weight", {C, Dv}, {Dv, C}, true);
   }
-  m->backend.reset(ggml_backend_cpu_init());
-  if (!m->backend) throw Error(where + ": could not start the ggml CPU backend");
-  builder.finish(m->backend.get(), m->weights);
+  m->compute = std::make_unique<vision::Compute>(device, vision::kGraphNodes);
+  builder.finish(m->compute->weight_buffer_type(), m->weights);
   if (std::filesystem::exists(dir / "vocab.json") && std::filesystem::exists(dir / "merges.txt")) {
     m->tokenizer = std::make_unique<ClipTokenizer>(ClipTokenizer::load_dir(dir));
   }
@@ -266,17 +259,17 @@ Embeddings ClipTextModel::encode_ids(std::span<const int32_t> ids, int threads) 
     ggml_tensor* q = heads(vision::linear(c, h, b.q_w, b.q_b));
     ggml_tensor* k = heads(vision::linear(c, h, b.k_w, b.k_b));
     ggml_tensor* v = vision::linear(c, h, b.v_w, b.v_b);
-    ggml_tensor* kq = ggml_mul_mat(c, k, q);                          // [T_k, T_q, H, M]
+    ggml_tensor* kq = vision::matmul(c, k, q);                          // [T_k, T_q, H, M]
     ggml_tensor* attn = ggml_soft_max_ext(c, kq, in_mask, scale, 0.0f);
     ggml_tensor* vt = ggml_cont(c, ggml_permute(c, ggml_reshape_4d(c, v, dh, H, T, M), 1, 2, 0, 3));  // [T, dh, H, M]
-    ggml_tensor* kqv = ggml_mul_mat(c, vt, attn);                     // [dh, T_q, H, M]
+    ggml_tensor* kqv = vision::matmul(c, vt, attn);                     // [dh, T_q, H, M]
     ggml_tensor* out = ggml_cont_3d(c, ggml_permute(c, kqv, 0, 2, 1, 3), D, T, M);
     x = ggml_add(c, x, vision::linear(c, out, b.o_w, b.o_b));
     x = vision::mlp_residual(c, hp, b, x);
   }
   x = vision::layer_norm(c, x, m.final_w, m.final_b, hp.eps);
   ggml_tensor* pooled = ggml_get_rows(c, ggml_reshape_2d(c, x, D, T * M), in_pool);  // [D, M]
-  ggml_tensor* result = vision::mark_output(c, graph, ggml_mul_mat(c, m.text_proj, pooled), "text_embeds");
+  ggml_tensor* result = vision::mark_output(c, graph, vision::matmul(c, m.text_proj, pooled), "text_embeds");
 
   auto values = compute(m, graph, threads, [&] {
     ggml_backend_tensor_set(in_ids, seg.ids.data(), 0, ggml_nbytes(in_ids));
@@ -302,7 +295,7 @@ Embeddings ClipTextModel::image_embeds(const MatrixView& features, int threads) 
   ggml_tensor* in = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, features.cols, features.rows);
   ggml_set_input(in);
   ggml_tensor* h = vision::layer_norm(ctx.get(), in, m.post_w, m.post_b, m.vision_eps);
-  ggml_tensor* result = vision::mark_output(ctx.get(), graph, ggml_mul_mat(ctx.get(), m.visual_proj, h), "image_embeds");
+  ggml_tensor* result = vision::mark_output(ctx.get(), graph, vision::matmul(ctx.get(), m.visual_proj, h), "image_embeds");
   auto values = compute(m, graph, threads, [&] { ggml_backend_tensor_set(in, features.data.data(), 0, ggml_nbytes(in)); },
                         result, "image_embeds");
   return {std::move(values), features.rows, m.embed_dim};

@@ -56,16 +56,10 @@ std::vector<float> VisionModel::classify_tokens(std::span<const float> cls, cons
   cls_out = layer_norm(ctx.get(), cls_out, w.norm_w, w.norm_b, hp.eps);
   ggml_tensor* logits = mark_output(ctx.get(), graph, linear(ctx.get(), cls_out, w.head_w, w.head_b), "tail.logits");
 
-  if (!impl_->tail_allocator) {
-    impl_->tail_allocator.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(impl_->backend.get())));
-  }
-  if (!ggml_gallocr_alloc_graph(impl_->tail_allocator.get(), graph)) throw Error(where + ": could not allocate the graph");
-  ggml_backend_tensor_set(in, cls.data(), 0, cls.size() * sizeof(float));
-  if (tokens.rows > 0) ggml_backend_tensor_set(in, tokens.data.data(), in->nb[1], tokens.data.size() * sizeof(float));
-  ggml_backend_cpu_set_n_threads(impl_->backend.get(), threads);
-  if (ggml_backend_graph_compute(impl_->backend.get(), graph) != GGML_STATUS_SUCCESS) {
-    throw Error(where + ": graph compute failed");
-  }
+  impl_->compute->run(graph, threads, [&] {
+    ggml_backend_tensor_set(in, cls.data(), 0, cls.size() * sizeof(float));
+    if (tokens.rows > 0) ggml_backend_tensor_set(in, tokens.data.data(), in->nb[1], tokens.data.size() * sizeof(float));
+  }, where);
   return read_tensor(logits);
 }
 

@@ -136,7 +136,7 @@ std::vector<std::array<int, 2>> anyres_pinpoints(const MmprojReader& r, int tile
 
 }  // namespace
 
-void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& options, ggml_backend_t backend,
+void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& options, ggml_backend_buffer_type_t weight_type,
                       ModelData& model) {
   MmprojReader r(path);
   const std::string arch = r.str("general.architecture");
@@ -241,7 +241,7 @@ void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& op
   w.mm2_w = r.add(builder, "mm.2.weight", {hidden, hp.projector_dim}, false);
   w.mm2_b = r.add(builder, "mm.2.bias", {hp.projector_dim}, true);
   if (r.has_tensor("v.image_newline")) model.image_newline = r.read_f32("v.image_newline", hp.projector_dim);
-  builder.finish(backend, w);
+  builder.finish(weight_type, w);
   model.path = path;
 }
 

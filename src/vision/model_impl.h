@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "compute.h"
 #include "ggml_handles.h"
 #include "vtprune/vision.h"
 
@@ -70,8 +71,9 @@ class WeightBuilder {
   using Fill = std::function<void(void* dst, size_t bytes)>;
   explicit WeightBuilder(size_t max_tensors);
   ggml_tensor* add(const std::string& name, ggml_type type, std::initializer_list<int64_t> ne, Fill fill);
-  // Allocates and fills; moves the context and buffer into `weights`.
-  void finish(ggml_backend_t backend, Weights& weights);
+  // Allocates them in one buffer of `type` (a device's memory) and fills them; moves the context and buffer
+  // into `weights`.
+  void finish(ggml_backend_buffer_type_t type, Weights& weights);
 
  private:
   ContextPtr ctx_;
@@ -88,20 +90,25 @@ struct ModelData {
   std::vector<float> image_newline;  // LLaVA-NeXT's v.image_newline [projector_dim], when the file has it
 };
 
-void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t backend, ModelData& model);
-void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions& options, ggml_backend_t backend,
+void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_buffer_type_t weight_type, ModelData& model);
+void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions& options, ggml_backend_buffer_type_t weight_type,
                            ModelData& model);
-void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& options, ggml_backend_t backend,
+void load_mmproj_gguf(const std::filesystem::path& path, const MmprojOptions& options, ggml_backend_buffer_type_t weight_type,
                       ModelData& model);
 
+// Nodes of the largest graph a VisionModel runs (the encoder with every tap).
+constexpr size_t kGraphNodes = 8192;
+
 struct VisionModelImpl {
-  BackendPtr backend;
+  std::unique_ptr<Compute> compute;  // this handle's device + CPU scheduler (its buffers are reused across runs)
   std::shared_ptr<const ModelData> model;  // read-only once loaded: shared by VisionModel::share()
-  GallocrPtr allocator;  // reused across encodes: it keeps its buffer while the graph fits
-  GallocrPtr tail_allocator;  // classify_tokens' graphs (their own, so they never make encode re-plan)
 };
 
 // Graph helpers shared by the ViT, classify_tokens and the projector.
+// a x b (ggml_mul_mat) accumulated in F32 on every backend: GPU backends accumulate F16 weights' products in
+// F16 by default (ggml-vulkan's f16acc shaders, cuBLAS's F16 compute), ~1e-2 off after 24 blocks; the CPU
+// always accumulates in F32. PyTorch's F16 GEMMs accumulate in F32 too.
+ggml_tensor* matmul(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b);
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b);
 ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps);
 // softmax(q k^T / sqrt(d_head)) v per head for q, k, v = [D, T], through ggml_flash_attn_ext with F32

@@ -198,18 +198,8 @@ std::vector<float> received_attention(std::span<const float> q, std::span<const 
   ggml_cgraph* graph = ggml_new_graph_custom(ctx.get(), 64, false);
   ggml_build_forward_expand(graph, sum);
 
-  BackendPtr backend(ggml_backend_cpu_init());
-  if (!backend) throw Error("could not initialise ggml's CPU backend");
-  ggml_backend_cpu_set_n_threads(backend.get(), threads);
-  GallocrPtr allocator(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend.get())));
-  if (!ggml_gallocr_alloc_graph(allocator.get(), graph)) throw Error("received_attention: cannot allocate the graph");
-
-  // [token][head][d] -> [head][token][dp]
-  std::vector<float> buf(static_cast<size_t>(n * h * dp), 0.0f);
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t hh = 0; hh < h; ++hh)
-      std::memcpy(&buf[static_cast<size_t>((hh * n + t) * dp)], &k[static_cast<size_t>((t * h + hh) * d)], sizeof(float) * d);
-  ggml_backend_tensor_set(kt, buf.data(), 0, ggml_nbytes(kt));
+  // On the CPU: Q and K were read back from libmtmd's graph into host memory.
+  Compute compute("cpu", 64);
 
   std::vector<double> total(static_cast<size_t>(n), 0.0);
   std::vector<float> qblock(static_cast<size_t>(block * h * dp)), w(static_cast<size_t>(block * h)), part(static_cast<size_t>(n));
@@ -223,10 +213,23 @@ std::vector<float> received_attention(std::span<const float> q, std::span<const 
       }
       for (int64_t b = 0; b < block; ++b) w[static_cast<size_t>(hh * block + b)] = b < valid ? 1.0f : 0.0f;
     }
-    ggml_backend_tensor_set(qt, qblock.data(), 0, ggml_nbytes(qt));
-    ggml_backend_tensor_set(weights, w.data(), 0, ggml_nbytes(weights));
-    if (ggml_backend_graph_compute(backend.get(), graph) != GGML_STATUS_SUCCESS) {
-      throw Error("received_attention: graph compute failed");
+    const auto set_block = [&] {
+      ggml_backend_tensor_set(qt, qblock.data(), 0, ggml_nbytes(qt));
+      ggml_backend_tensor_set(weights, w.data(), 0, ggml_nbytes(weights));
+    };
+    if (q0 == 0) {
+      compute.run(graph, threads, [&] {
+        // [token][head][d] -> [head][token][dp], once: every block reads it
+        std::vector<float> buf(static_cast<size_t>(n * h * dp), 0.0f);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t hh = 0; hh < h; ++hh)
+            std::memcpy(&buf[static_cast<size_t>((hh * n + t) * dp)], &k[static_cast<size_t>((t * h + hh) * d)], sizeof(float) * d);
+        ggml_backend_tensor_set(kt, buf.data(), 0, ggml_nbytes(kt));
+        set_block();
+      }, "received_attention");
+    } else {
+      set_block();
+      compute.rerun(graph, "received_attention");
     }
     ggml_backend_tensor_get(sum, part.data(), 0, ggml_nbytes(sum));
     for (int64_t i = 0; i < n; ++i) total[static_cast<size_t>(i)] += part[static_cast<size_t>(i)];

@@ -26,13 +26,8 @@ std::vector<float> VisionModel::project(const MatrixView& tokens, int threads) {
   ggml_tensor* in = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, hp.dim, tokens.rows);
   ggml_set_input(in);
   ggml_tensor* out = mark_output(ctx.get(), graph, build_projector(ctx.get(), w, hp, in), "projected");
-  GallocrPtr allocator(ggml_gallocr_new(ggml_backend_get_default_buffer_type(impl_->backend.get())));
-  if (!ggml_gallocr_alloc_graph(allocator.get(), graph)) throw Error("could not allocate the projector graph");
-  ggml_backend_tensor_set(in, tokens.data.data(), 0, ggml_nbytes(in));
-  ggml_backend_cpu_set_n_threads(impl_->backend.get(), threads);
-  if (ggml_backend_graph_compute(impl_->backend.get(), graph) != GGML_STATUS_SUCCESS) {
-    throw Error("projector: graph compute failed");
-  }
+  impl_->compute->run(graph, threads, [&] { ggml_backend_tensor_set(in, tokens.data.data(), 0, ggml_nbytes(in)); },
+                      "projector (" + impl_->model->path.string() + ")");
   return read_tensor(out);
 }
 

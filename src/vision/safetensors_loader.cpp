@@ -29,7 +29,7 @@ std::optional<json> read_config(const std::filesystem::path& dir) {
 
 }  // namespace
 
-void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t backend, ModelData& model) {
+void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_buffer_type_t weight_type, ModelData& model) {
   const std::filesystem::path file_path = std::filesystem::is_directory(path) ? path / "model.safetensors" : path;
   const std::filesystem::path dir = file_path.parent_path();
   auto file = std::make_shared<SafetensorsFile>(file_path);
@@ -149,7 +149,7 @@ void load_timm_safetensors(const std::filesystem::path& path, ggml_backend_t bac
     w.head_w = add_tensor(builder, file, "head.weight", {C, D}, {D, C}, true, "head.weight");
     w.head_b = add_tensor(builder, file, "head.bias", {C}, {C}, false, "head.bias");
   }
-  builder.finish(backend, w);
+  builder.finish(weight_type, w);
   model.path = file_path;
 }
 
@@ -187,7 +187,7 @@ std::pair<std::string, std::string> find_projector(const SafetensorsFile& file) 
 
 }  // namespace
 
-void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions& options, ggml_backend_t backend,
+void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions& options, ggml_backend_buffer_type_t weight_type,
                            ModelData& model) {
   const std::filesystem::path file_path = std::filesystem::is_directory(path) ? path / "model.safetensors" : path;
   const std::filesystem::path dir = file_path.parent_path();
@@ -319,7 +319,7 @@ void load_clip_safetensors(const std::filesystem::path& path, const ClipOptions&
     w.mm2_w = add_tensor(builder, projector_file, second + ".weight", {O, hidden}, {hidden, O}, true, "mm.2.weight");
     w.mm2_b = add_tensor(builder, projector_file, second + ".bias", {O}, {O}, false, "mm.2.bias");
   }
-  builder.finish(backend, w);
+  builder.finish(weight_type, w);
   model.path = file_path;
 }
 

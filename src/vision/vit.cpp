@@ -1,5 +1,5 @@
 // The ggml graph of a pre-norm ViT (timm ViT/DeiT, CLIP vision tower) with attention taps, and the
-// VisionModel that owns weights, backend and allocator.
+// VisionModel that owns its weights and its Compute (device + CPU under ggml's scheduler).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -11,7 +11,6 @@ namespace vtprune::vision {
 
 namespace {
 
-constexpr size_t kGraphNodes = 8192;
 
 
 struct TapNodes {
@@ -72,7 +71,7 @@ GraphNodes build_vit(ggml_context* ctx, ggml_cgraph* graph, const ModelData& mod
                                     GGML_TYPE_F32);  // [3*p*p, G, G]
     cols = ggml_reshape_2d(ctx, cols, cols->ne[0], G * G);
     ggml_tensor* kernel = ggml_reshape_2d(ctx, w.patch_w, cols->ne[0], D);
-    x = ggml_mul_mat(ctx, kernel, cols);  // [D, N]
+    x = matmul(ctx, kernel, cols);  // [D, N]
   }
   if (w.patch_b) x = ggml_add(ctx, x, w.patch_b);
   ggml_tensor* cls = ggml_reshape_2d(ctx, w.cls, D, 1);
@@ -102,7 +101,7 @@ GraphNodes build_vit(ggml_context* ctx, ggml_cgraph* graph, const ModelData& mod
       const auto heads = [&](ggml_tensor* t) {
         return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, t, d_head, H, T), 0, 2, 1, 3));
       };
-      ggml_tensor* kq = ggml_mul_mat(ctx, heads(k), heads(q));  // [T_k, T_q, H]
+      ggml_tensor* kq = matmul(ctx, heads(k), heads(q));  // [T_k, T_q, H]
       ggml_tensor* attn = ggml_soft_max_ext(ctx, kq, nullptr, kq_scale, 0.0f);
       if (tap->attention) tap_nodes.attention = mark_output(ctx, graph, attn, "tap.attention");  // [H][T_q][T_k]
       if (tap->received) {
@@ -119,7 +118,7 @@ GraphNodes build_vit(ggml_context* ctx, ggml_cgraph* graph, const ModelData& mod
         tap_nodes.cls_attention = mark_output(ctx, graph, ggml_mean(ctx, by_key), "tap.cls_attention");
       }
       ggml_tensor* vt = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, d_head, H, T), 1, 2, 0, 3));  // [T, d, H]
-      ggml_tensor* kqv = ggml_mul_mat(ctx, vt, attn);                                                      // [d, T_q, H]
+      ggml_tensor* kqv = matmul(ctx, vt, attn);                                                            // [d, T_q, H]
       attn_out = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), D, T);
     } else {
       attn_out = fused_attention(ctx, hp, q, k, v);
@@ -208,8 +207,14 @@ ggml_tensor* mlp_residual(ggml_context* ctx, const Hparams& hp, const BlockWeigh
   return ggml_add(ctx, x, linear(ctx, cur, b.fc2_w, b.fc2_b));
 }
 
+ggml_tensor* matmul(ggml_context* ctx, ggml_tensor* a, ggml_tensor* b) {
+  ggml_tensor* out = ggml_mul_mat(ctx, a, b);
+  ggml_prec_set_acc(out, GGML_PREC_F32);
+  return out;
+}
+
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b) {
-  x = ggml_mul_mat(ctx, w, x);
+  x = matmul(ctx, w, x);
   return b ? ggml_add(ctx, x, b) : x;
 }
 
@@ -261,38 +266,35 @@ void VisionModel::check(const Needs& needs) const { validate_needs(impl_->model-
 
 VisionModel VisionModel::share() const {
   auto impl = std::make_unique<VisionModelImpl>();
-  impl->backend.reset(ggml_backend_cpu_init());
-  if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
-  impl->model = impl_->model;  // CPU buffers are host memory: any CPU backend computes with them
+  // Another backend on the same device computes with the weights already in that device's memory.
+  impl->compute = std::make_unique<Compute>(impl_->compute->choice(), kGraphNodes);
+  impl->model = impl_->model;
   return VisionModel(std::move(impl));
 }
 
-VisionModel VisionModel::from_safetensors_timm(const std::filesystem::path& path) {
+VisionModel VisionModel::from_safetensors_timm(const std::filesystem::path& path, const TimmOptions& options) {
   auto impl = std::make_unique<VisionModelImpl>();
-  impl->backend.reset(ggml_backend_cpu_init());
-  if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
+  impl->compute = std::make_unique<Compute>(options.device, kGraphNodes);
   auto model = std::make_shared<ModelData>();
-  load_timm_safetensors(path, impl->backend.get(), *model);
+  load_timm_safetensors(path, impl->compute->weight_buffer_type(), *model);
   impl->model = std::move(model);
   return VisionModel(std::move(impl));
 }
 
 VisionModel VisionModel::from_safetensors_clip(const std::filesystem::path& path, const ClipOptions& options) {
   auto impl = std::make_unique<VisionModelImpl>();
-  impl->backend.reset(ggml_backend_cpu_init());
-  if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
+  impl->compute = std::make_unique<Compute>(options.device, kGraphNodes);
   auto model = std::make_shared<ModelData>();
-  load_clip_safetensors(path, options, impl->backend.get(), *model);
+  load_clip_safetensors(path, options, impl->compute->weight_buffer_type(), *model);
   impl->model = std::move(model);
   return VisionModel(std::move(impl));
 }
 
 VisionModel VisionModel::from_mmproj(const std::filesystem::path& path, const MmprojOptions& options) {
   auto impl = std::make_unique<VisionModelImpl>();
-  impl->backend.reset(ggml_backend_cpu_init());
-  if (!impl->backend) throw Error("could not initialise ggml's CPU backend");
+  impl->compute = std::make_unique<Compute>(options.device, kGraphNodes);
   auto model = std::make_shared<ModelData>();
-  load_mmproj_gguf(path, options, impl->backend.get(), *model);
+  load_mmproj_gguf(path, options, impl->compute->weight_buffer_type(), *model);
   impl->model = std::move(model);
   return VisionModel(std::move(impl));
 }
@@ -305,6 +307,7 @@ int VisionModel::num_classes() const { return impl_->model->hp.num_classes; }
 int VisionModel::projector_dim() const { return impl_->model->hp.projector_dim; }
 std::span<const float> VisionModel::image_newline() const { return impl_->model->image_newline; }
 const std::filesystem::path& VisionModel::path() const { return impl_->model->path; }
+std::string VisionModel::device_name() const { return impl_->compute->device_name(); }
 
 EncoderInfo VisionModel::info() const {
   const Hparams& hp = impl_->model->hp;
@@ -339,14 +342,10 @@ EncoderResult VisionModel::encode(const Image& image, const Needs& needs, const 
   ggml_cgraph* graph = ggml_new_graph_custom(ctx.get(), kGraphNodes, false);
   GraphNodes nodes = build_vit(ctx.get(), graph, *impl_->model, needs, options);
 
-  if (!impl_->allocator) impl_->allocator.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(impl_->backend.get())));
-  if (!ggml_gallocr_alloc_graph(impl_->allocator.get(), graph)) throw Error("could not allocate the encoder graph");
-  ggml_backend_tensor_set(nodes.pixels, image.data.data(), 0, ggml_nbytes(nodes.pixels));
-  ggml_backend_cpu_set_n_threads(impl_->backend.get(), options.threads);
   const auto start = std::chrono::steady_clock::now();
-  if (ggml_backend_graph_compute(impl_->backend.get(), graph) != GGML_STATUS_SUCCESS) {
-    throw Error("encoder " + impl_->model->path.string() + ": graph compute failed");
-  }
+  impl_->compute->run(graph, options.threads,
+                      [&] { ggml_backend_tensor_set(nodes.pixels, image.data.data(), 0, ggml_nbytes(nodes.pixels)); },
+                      "encoder " + impl_->model->path.string());
   const auto stop = std::chrono::steady_clock::now();
 
   EncoderResult result;

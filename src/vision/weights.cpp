@@ -30,9 +30,9 @@ ggml_tensor* WeightBuilder::add(const std::string& name, ggml_type type, std::in
   return t;
 }
 
-void WeightBuilder::finish(ggml_backend_t backend, Weights& weights) {
-  BufferPtr buffer(ggml_backend_alloc_ctx_tensors(ctx_.get(), backend));
-  if (!buffer) throw Error("could not allocate the weight buffer");
+void WeightBuilder::finish(ggml_backend_buffer_type_t type, Weights& weights) {
+  BufferPtr buffer(ggml_backend_alloc_ctx_tensors_from_buft(ctx_.get(), type));
+  if (!buffer) throw Error(std::string("could not allocate the weight buffer in ") + ggml_backend_buft_name(type));
   ggml_backend_buffer_set_usage(buffer.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
   std::vector<uint8_t> staging;
   for (auto& [tensor, fill] : fills_) {

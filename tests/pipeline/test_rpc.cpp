@@ -1,6 +1,9 @@
-// The LLM on ggml's RPC backend: llama.cpp's rpc-server (built from the same pinned source) on loopback holds
-// every LLM layer (-ngl 99, --rpc 127.0.0.1:PORT), and the pipeline answers as the local CPU run does. Built
-// when the RPC backend is (VTPRUNE_RPC, on by default).
+// ggml's RPC backend: llama.cpp's rpc-server (built from the same pinned source) on loopback holds every LLM
+// layer (-ngl 99, --rpc 127.0.0.1:PORT), or runs vtprune's own graphs (--mmproj-offload: the RPC device is then
+// the "gpu" of a CPU-only build), and the pipeline answers as the local CPU run does. An RPC device is a real
+// non-host device to ggml's scheduler (weights and activations live in the server's memory, every input and
+// output crosses the socket), so it proves the own graphs' device path in every CI run. Built when the RPC
+// backend is (VTPRUNE_RPC, on by default).
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -17,7 +20,9 @@
 #include <cmath>
 #include <thread>
 
+#include "device_checks.h"
 #include "test_pair.h"
+#include "vtprune/devices.h"
 
 extern char** environ;
 
@@ -88,11 +93,19 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+// One rpc-server for the whole process: ggml's device registry is process-wide and keeps a registered server's
+// device for good (a later model load asks every device for its memory, and ggml's client aborts when the
+// server is gone), so the server must outlive every test that registers it.
+const RpcServer& loopback_server() {
+  static const RpcServer server(free_port());
+  return server;
+}
+
 TEST(Rpc, LlmOnLoopbackRpcServerAnswersAsTheLocalRun) {
   std::string log;
   const auto pair = test::TestPair::make("tiny", &log);
   ASSERT_NE(pair, nullptr) << log;
-  RpcServer server(free_port());
+  const RpcServer& server = loopback_server();
   ASSERT_TRUE(server.wait_ready()) << "ggml-rpc-server did not start (" << VTPRUNE_RPC_SERVER << ")";
 
   VlmParams p;
@@ -137,6 +150,72 @@ TEST(Rpc, UnreachableOrMalformedEndpointIsAnInputError) {
     } catch (const InputError& e) {
       EXPECT_NE(std::string(e.what()).find(endpoint), std::string::npos) << e.what();
     }
+  }
+}
+
+// The RPC server's ggml device name for `endpoint` (registered first).
+std::string rpc_device(const std::string& endpoint) {
+  add_rpc_servers({endpoint});
+  for (const DeviceInfo& d : list_devices()) {
+    if (d.description == endpoint) return d.name;
+  }
+  ADD_FAILURE() << "no device for " << endpoint;
+  return "cpu";
+}
+
+// The server computes with the same CPU kernels as this process; only ggml's graph splits (and the thread count
+// of each piece) differ, so values agree to float rounding: 1e-4 of each tensor's largest value.
+constexpr float kSameKernelsTolerance = 1e-4f;
+
+TEST(Rpc, OwnGraphsOnLoopbackRpcDeviceEqualTheCpu) {
+  std::string log;
+  const auto pair = test::TestPair::make("tiny", &log);
+  ASSERT_NE(pair, nullptr) << log;
+  const RpcServer& server = loopback_server();
+  ASSERT_TRUE(server.wait_ready()) << "ggml-rpc-server did not start (" << VTPRUNE_RPC_SERVER << ")";
+  const std::string device = rpc_device(server.endpoint());
+  ASSERT_EQ(device.rfind("RPC", 0), 0u) << device;
+  {
+    SCOPED_TRACE("encoder");
+    test::expect_encoder_equals_cpu(pair->dir, device, kSameKernelsTolerance);
+  }
+  {
+    SCOPED_TRACE("CLIP text");
+    test::expect_clip_text_equals_cpu(pair->dir, device, kSameKernelsTolerance);
+  }
+  if (!test::shared_dir().empty() && std::filesystem::exists(test::shared_dir() / "models" / "deit-tiny")) {
+    SCOPED_TRACE("DeiT");
+    test::expect_deit_equals_cpu(device, kSameKernelsTolerance);
+  }
+  EXPECT_NE(server.log().find("Accepted client connection"), std::string::npos) << server.log();
+}
+
+// --mmproj-offload with --rpc in a build without a GPU: vtprune's LLaVA graph (taps, projector) runs on the RPC
+// device, the LLM stays local, and every method answers as the all-CPU run does.
+TEST(Rpc, MmprojOffloadRunsTheOwnGraphOnTheRpcDevice) {
+  std::string log;
+  const auto pair = test::TestPair::make("tiny", &log);
+  ASSERT_NE(pair, nullptr) << log;
+  const RpcServer& server = loopback_server();
+  ASSERT_TRUE(server.wait_ready()) << "ggml-rpc-server did not start (" << VTPRUNE_RPC_SERVER << ")";
+  VlmParams p = test::TestPair::params(pair->dir);
+  p.rpc_servers = {server.endpoint()};
+  p.vision_gpu = true;
+  Vlm offloaded(p);
+  const std::string expected = resolved_device_name("gpu");
+  EXPECT_EQ(offloaded.vision_model().device_name(), expected);
+  if (expected.rfind("RPC", 0) != 0) GTEST_SKIP() << "this build has a GPU (" << expected << "): test_pipeline_gpu covers it";
+  for (const MethodInfo& m : methods()) {
+    SCOPED_TRACE(m.name);
+    Request r;
+    r.images.push_back(pair->image);
+    r.prompt = "What is in the image?";
+    r.method = m.name;
+    r.budget = m.budget_use == BudgetUse::Ignored ? Budget::all() : Budget::tokens(64);
+    if (m.name == "prumerge" || m.name == "prumerge_plus") r.options = {"layer=-2"};
+    if (m.name == "cdpruner") r.options = {"relevance=llm"};
+    r.sampling.max_tokens = 8;
+    test::expect_answers_like(*pair->vlm, offloaded, r, 5e-3f);
   }
 }
 
