@@ -59,7 +59,7 @@ std::string Compute::device_name() const {
 void Compute::run(ggml_cgraph* graph, int threads, const std::function<void()>& set_inputs, const std::string& what) {
   // ggml-vulkan at the pinned commit corrupts the heap when one backend, after a graph, runs a differently
   // shaped graph (seen on Mesa's lavapipe 22.3: intermittent crashes inside the driver when the LLaVA encoder
-  // without taps is followed by one that materialises a tapped layer's softmax; none in 20 runs with a fresh
+  // without taps is followed by one that materialises a tapped layer's softmax; none in 17 runs with a fresh
   // backend per graph). So an accelerator's backend is made anew whenever the graph's shapes change: its
   // pipelines and the weights live on the device, not in the backend. The CPU's is kept.
   if (device_dev_ != nullptr) {

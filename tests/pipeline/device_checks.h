@@ -25,6 +25,25 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
   EXPECT_LE(diff, tolerance * scale) << what << ": max |diff| " << diff << " of max |value| " << scale;
 }
 
+// A request of `method` about the pair's image for the device suites: 8 greedy tokens, at every token when the
+// method ignores budgets, else 64; PruMerge(+) on the layer the tiny mmproj stores, CDPruner with the LLM's
+// relevance (no CLIP text tower loaded).
+inline pipeline::Request device_request(const TestPair& pair, const std::string& method) {
+  pipeline::Request r;
+  r.images.push_back(pair.image);
+  r.prompt = kPairQuestion;
+  r.method = method;
+  const MethodInfo* info = nullptr;
+  for (const MethodInfo& m : methods()) {
+    if (m.name == method) info = &m;
+  }
+  r.budget = info != nullptr && info->budget_use == BudgetUse::Ignored ? Budget::all() : Budget::tokens(64);
+  if (method == "prumerge" || method == "prumerge_plus") r.options = {"layer=-2"};
+  if (method == "cdpruner") r.options = {"relevance=llm"};
+  r.sampling.max_tokens = 8;
+  return r;
+}
+
 // The tiny pair's mmproj on `device` and on the CPU: features, CLS row, projected rows and, at the first block
 // and the feature block, received / CLS attention, the full attention maps, keys and the CLS query; then the
 // projector alone on the features.

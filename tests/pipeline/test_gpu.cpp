@@ -52,14 +52,8 @@ void expect_same_answers(const std::string& shape, const std::vector<std::pair<s
   }
   for (const auto& [method, budget] : runs) {
     SCOPED_TRACE(shape + " " + method);
-    Request r;
-    r.images.push_back(pair->image);
-    r.prompt = "What is in the image?";
-    r.method = method;
+    Request r = test::device_request(*pair, method);
     r.budget = budget;
-    if (method == "prumerge" || method == "prumerge_plus") r.options = {"layer=-2"};
-    if (method == "cdpruner") r.options = {"relevance=llm"};
-    r.sampling.max_tokens = 8;
     test::expect_answers_like(*pair->vlm, device, r, kLogitTolerance);
   }
 }

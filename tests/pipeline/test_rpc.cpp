@@ -207,15 +207,7 @@ TEST(Rpc, MmprojOffloadRunsTheOwnGraphOnTheRpcDevice) {
   if (expected.rfind("RPC", 0) != 0) GTEST_SKIP() << "this build has a GPU (" << expected << "): test_pipeline_gpu covers it";
   for (const MethodInfo& m : methods()) {
     SCOPED_TRACE(m.name);
-    Request r;
-    r.images.push_back(pair->image);
-    r.prompt = "What is in the image?";
-    r.method = m.name;
-    r.budget = m.budget_use == BudgetUse::Ignored ? Budget::all() : Budget::tokens(64);
-    if (m.name == "prumerge" || m.name == "prumerge_plus") r.options = {"layer=-2"};
-    if (m.name == "cdpruner") r.options = {"relevance=llm"};
-    r.sampling.max_tokens = 8;
-    test::expect_answers_like(*pair->vlm, offloaded, r, 5e-3f);
+    test::expect_answers_like(*pair->vlm, offloaded, test::device_request(*pair, m.name), 5e-3f);
   }
 }
 
